@@ -1,0 +1,215 @@
+"""Fashion-MNIST: find the four IDX files, verify them, parse them strictly.
+
+Images stay uint8 (47 MB for the training set); they are cast to float32 per
+batch on the device. Synthetic data has the same shapes and dtypes.
+"""
+import fcntl
+import gzip
+import hashlib
+import os
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import DataError
+
+CLASSES = ('t-shirt/top', 'trouser', 'pullover', 'dress', 'coat',
+           'sandal', 'shirt', 'sneaker', 'bag', 'ankle boot')
+
+# SHA-256 of the *decompressed* files: gzip headers differ between mirrors
+# and Debian's package, the content does not.
+FILES = {
+    'train-images-idx3-ubyte.gz': 'c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888',
+    'train-labels-idx1-ubyte.gz': 'bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9',
+    't10k-images-idx3-ubyte.gz': '5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b',
+    't10k-labels-idx1-ubyte.gz': '0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34',
+}
+DEBIAN_DIR = '/usr/share/datasets/fashion-mnist'
+UPSTREAM_URL = 'http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/'
+IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049
+
+
+@dataclass
+class Dataset:
+    train_images: np.ndarray   # (n, 28, 28) uint8
+    train_labels: np.ndarray   # (n,) uint8
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    source: str                # a directory, or 'synthetic(seed=S)'
+
+
+def cache_dir():
+    base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+    return os.path.join(base, 'distsoftmax', 'fashion-mnist')
+
+
+def _has_all(d):
+    return all(os.path.isfile(os.path.join(d, f)) for f in FILES)
+
+
+def locate(data_dir=None, download=True):
+    """The directory to read: --data-dir or DISTSOFTMAX_DATA, Debian's, the cache, else download."""
+    explicit = data_dir or os.environ.get('DISTSOFTMAX_DATA')
+    if explicit:
+        if not os.path.isdir(explicit):
+            raise DataError(f'{explicit}: data directory not found')
+        missing = [f for f in FILES if not os.path.isfile(os.path.join(explicit, f))]
+        if missing:
+            raise DataError(f'{os.path.join(explicit, missing[0])}: file missing '
+                            f'(a Fashion-MNIST directory holds {", ".join(FILES)})')
+        return explicit
+    if _has_all(DEBIAN_DIR):
+        return DEBIAN_DIR
+    cache = cache_dir()
+    if download:
+        _download(cache)
+    if _has_all(cache):
+        return cache
+    raise DataError(f'Fashion-MNIST not found in {DEBIAN_DIR} or {cache}: '
+                    'install it with `apt-get install dataset-fashion-mnist`, '
+                    'or pass --data-dir DIR (or --synthetic for a smoke run)')
+
+
+def _download(cache):
+    """Fetch missing or bad files into the cache; one process per host does it."""
+    os.makedirs(cache, exist_ok=True)
+    # a file lock, not a collective: the waiting ranks need no communicator
+    with open(os.path.join(cache, '.lock'), 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for name, digest in FILES.items():
+            path = os.path.join(cache, name)
+            if os.path.isfile(path):
+                try:
+                    if _sha256_gz(path) == digest:
+                        continue
+                except DataError:
+                    pass
+                os.remove(path)   # a bad cached file is replaced, never used
+            try:
+                import pooch
+                base = os.environ.get('DISTSOFTMAX_MIRROR', UPSTREAM_URL)
+                # pooch checks the transfer; our own hash checks the content
+                pooch.retrieve(base.rstrip('/') + '/' + name, known_hash=None, fname=name,
+                               path=cache, progressbar=_tty())
+            except Exception as e:  # no network, HTTP error: say where we looked
+                for f in os.listdir(cache):
+                    if f.startswith(name) and f != name:
+                        os.remove(os.path.join(cache, f))
+                raise DataError(f'Fashion-MNIST not found in {DEBIAN_DIR} or {cache}, and the '
+                                f'download of {name} failed ({type(e).__name__}): install it with '
+                                '`apt-get install dataset-fashion-mnist`, or pass --data-dir DIR') from None
+            if _sha256_gz(path) != digest:
+                os.remove(path)
+                raise DataError(f'{path}: downloaded file fails its SHA-256 check; removed')
+
+
+def _tty():
+    import sys
+    return sys.stderr.isatty()
+
+
+def _read_gz(path):
+    try:
+        with gzip.open(path, 'rb') as f:
+            return f.read()
+    except FileNotFoundError:
+        raise DataError(f'{path}: file missing') from None
+    except gzip.BadGzipFile:
+        raise DataError(f'{path}: not a gzip file') from None
+    except EOFError:
+        raise DataError(f'{path}: truncated gzip file') from None
+    except (OSError, zlib.error) as e:
+        raise DataError(f'{path}: unreadable gzip ({e})') from None
+
+
+def _sha256_gz(path):
+    return hashlib.sha256(_read_gz(path)).hexdigest()
+
+
+def parse_idx(raw, path, magic):
+    """Strictly parse one IDX file's decompressed bytes."""
+    if len(raw) == 0:
+        raise DataError(f'{path}: empty file')
+    header = 16 if magic == IMAGES_MAGIC else 8
+    if len(raw) < header:
+        raise DataError(f'{path}: {len(raw)} bytes, shorter than the {header}-byte IDX header')
+    found = int.from_bytes(raw[0:4], 'big')
+    if found != magic:
+        raise DataError(f'{path}: magic number {found}, expected {magic}')
+    count = int.from_bytes(raw[4:8], 'big')
+    if magic == IMAGES_MAGIC:
+        rows, cols = int.from_bytes(raw[8:12], 'big'), int.from_bytes(raw[12:16], 'big')
+        if (rows, cols) != (28, 28):
+            raise DataError(f'{path}: images are {rows}x{cols}, expected 28x28')
+        item = 28 * 28
+    else:
+        item = 1
+    body = len(raw) - header
+    if body != count * item:
+        raise DataError(f'{path}: header says {count} items but the file holds '
+                        f'{body // item} ({body} bytes after the header)')
+    arr = np.frombuffer(raw, dtype=np.uint8, offset=header)
+    if magic == IMAGES_MAGIC:
+        return arr.reshape(count, 28, 28)
+    if count and arr.max() > 9:
+        raise DataError(f'{path}: label {int(arr.max())} out of range 0-9')
+    return arr
+
+
+def _load_split(directory, prefix, verify):
+    out = []
+    for kind, magic in (('images-idx3', IMAGES_MAGIC), ('labels-idx1', LABELS_MAGIC)):
+        name = f'{prefix}-{kind}-ubyte.gz'
+        path = os.path.join(directory, name)
+        raw = _read_gz(path)
+        # format first: its errors say more than a hash mismatch would
+        out.append(parse_idx(raw, path, magic))
+        if verify and hashlib.sha256(raw).hexdigest() != FILES[name]:
+            raise DataError(f'{path}: SHA-256 of its content does not match Fashion-MNIST '
+                            '(corrupt or another data set): replace it, or pass --no-verify '
+                            'for other IDX data')
+    images, labels = out
+    if len(images) != len(labels):
+        raise DataError(f'{os.path.join(directory, prefix)}-*: {len(images)} images '
+                        f'but {len(labels)} labels')
+    return images, labels
+
+
+def load(data_dir=None, verify=True, download=True):
+    """Load the real data set (see locate() for where it is looked for)."""
+    directory = locate(data_dir, download=download)
+    train = _load_split(directory, 'train', verify)
+    test = _load_split(directory, 't10k', verify)
+    return Dataset(*train, *test, source=directory)
+
+
+def synthetic(seed=0, n_train=60000, n_test=None):
+    """Deterministic, learnable stand-in with the real shapes and dtypes.
+
+    Each class has a fixed random 28x28 template. A sample blends its class's
+    template with another's (weight up to 0.6) and adds noise, so a linear
+    model learns it fast but, like on the real set, not perfectly.
+    """
+    n_test = n_test if n_test is not None else max(n_train // 6, 10)
+    rng = np.random.default_rng(seed)
+    templates = rng.uniform(0, 255, size=(10, 28 * 28)).astype(np.float32)
+
+    def draw(n):
+        labels = rng.integers(0, 10, size=n).astype(np.uint8)
+        other = rng.integers(0, 10, size=n)
+        mix = rng.uniform(0, 0.6, size=(n, 1)).astype(np.float32)
+        noise = rng.normal(0, 40, size=(n, 28 * 28)).astype(np.float32)
+        images = (1 - mix) * templates[labels] + mix * templates[other] + noise
+        return np.clip(images, 0, 255).astype(np.uint8).reshape(n, 28, 28), labels
+
+    return Dataset(*draw(n_train), *draw(n_test), source=f'synthetic(seed={seed})')
+
+
+def write_idx(path, array, magic):
+    """Write an IDX gz file (tests and tools use it to make data sets)."""
+    header = magic.to_bytes(4, 'big') + len(array).to_bytes(4, 'big')
+    if magic == IMAGES_MAGIC:
+        header += b''.join(int(d).to_bytes(4, 'big') for d in array.shape[1:])
+    with gzip.open(path, 'wb') as f:
+        f.write(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())

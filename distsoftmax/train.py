@@ -1,0 +1,122 @@
+"""The model and the training loop. It never asks which layout it runs in.
+
+Speed by design: the data sits on each context as uint8 and batches are
+gathered there (nd.take); no DataLoader, no per-sample Python, and no host
+sync per step: per-step loss and accuracy stay on the device and are read
+once per epoch.
+"""
+import time
+
+import mxnet as mx
+import numpy as np
+from mxnet import autograd, gluon, init, nd
+from mxnet.gluon import nn
+
+from . import shard
+from .errors import Diverged
+
+
+def build_net(seed, contexts):
+    """The seed chapter's model: Dense(10) on 784 inputs, weights from Normal(0.01)."""
+    mx.random.seed(seed)
+    net = nn.Dense(10, in_units=784)
+    net.initialize(init.Normal(sigma=0.01), ctx=contexts)  # drawn on the CPU, copied to each context
+    return net
+
+
+class Objective(gluon.HybridBlock):
+    """uint8 images and labels in; summed loss and correct count out, in one graph."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+        self.loss = gluon.loss.SoftmaxCrossEntropyLoss()
+
+    def hybrid_forward(self, F, images, labels):
+        out = self.net(F.cast(images, 'float32') / 255)
+        return F.sum(self.loss(out, labels)), F.sum(F.argmax(out, axis=1) == labels)
+
+
+class DeviceData:
+    """The data set, copied once to each of this worker's contexts."""
+
+    def __init__(self, data, contexts):
+        self.n_train, self.n_test = len(data.train_labels), len(data.test_labels)
+        self.train_x = [nd.array(data.train_images, ctx=c, dtype='uint8') for c in contexts]
+        self.train_y = [nd.array(data.train_labels, ctx=c, dtype='float32') for c in contexts]
+        self.test_x = [nd.array(data.test_images, ctx=c, dtype='uint8') for c in contexts]
+        self.test_y = [nd.array(data.test_labels, ctx=c, dtype='float32') for c in contexts]
+
+
+def train_epoch(objective, trainer, dev, layout, batch_size, seed, epoch, progress=None, fault=None):
+    """One epoch; returns exact (loss sum, correct, samples) over all workers."""
+    parts = layout.size * len(layout.contexts)
+    perm = shard.permutation(dev.n_train, seed, epoch)
+    full, tail = shard.worker_indices(perm, batch_size, parts, layout.rank, layout.size)
+    # a segment: per context, (steps, per-context batch) indices, loaded once per epoch
+    segments = []
+    if len(full):
+        segments.append(layout.split(nd.array(full, dtype='int32'), batch_axis=1))
+    if len(tail):
+        segments.append([i.reshape(1, -1) for i in layout.split(nd.array(tail, dtype='int32'))])
+    sizes = shard.step_sizes(dev.n_train, batch_size, parts)
+    stats = [[] for _ in layout.contexts]
+    step = 0
+    for segment in segments:
+        for s in range(segment[0].shape[0]):
+            with autograd.record():
+                outs = [objective(nd.take(x, idx[s]), nd.take(y, idx[s]))
+                        for x, y, idx in zip(dev.train_x, dev.train_y, segment)]
+            for out, st in zip(outs, stats):
+                out[0].backward()
+                st.append(out)
+            trainer.step(sizes[step])  # global count: every layout divides by the same n
+            step += 1
+            if fault:
+                fault.step(epoch, step)
+            if progress:
+                progress(step, len(sizes), stats[0][-1][0])
+    # the epoch's only host sync: per-step sums, summed over contexts and workers
+    per_step = sum(nd.stack(*[nd.stack(*col) for col in zip(*st)], axis=1)
+                   .as_in_context(mx.cpu()).asnumpy().astype(np.float64) for st in stats)
+    per_step = layout.allreduce(per_step)
+    bad = np.flatnonzero(~np.isfinite(per_step[:, 0]))
+    if len(bad):
+        raise Diverged(f'diverged at epoch {epoch + 1}, step {bad[0] + 1}: lower --lr')
+    return per_step[:, 0].sum(), per_step[:, 1].sum(), float(sum(sizes))
+
+
+def predict_counts(net, dev, layout, confusion=False):
+    """Correct test predictions over all workers (exact), optionally the confusion matrix."""
+    lo, hi = shard.eval_range(dev.n_test, layout.rank, layout.size)
+    correct, matrix = 0.0, np.zeros((10, 10), np.float64)
+    if hi > lo:
+        idx = layout.split(nd.arange(lo, hi, dtype='int32'), even_split=False)
+        for x, y, i in zip(dev.test_x, dev.test_y, idx):
+            pred = net(nd.take(x, i).astype('float32') / 255).argmax(axis=1)
+            truth = nd.take(y, i)
+            correct += (pred == truth).sum().asscalar()
+            if confusion:
+                np.add.at(matrix, (truth.asnumpy().astype(int), pred.asnumpy().astype(int)), 1)
+    total = layout.allreduce(np.concatenate([[correct], matrix.ravel()]))
+    return total[0], dev.n_test, total[1:].reshape(10, 10)
+
+
+def fit(net, layout, dev, args, start_epoch=0, trainer=None, on_epoch=None, progress=None, fault=None):
+    """Train from start_epoch to args.epochs; on_epoch(epoch, metrics) after each."""
+    objective = Objective(net)
+    objective.hybridize(static_alloc=True, static_shape=True)
+    trainer = trainer or layout.trainer(net.collect_params(), args.lr, args.fp16_allreduce)
+    for epoch in range(start_epoch, args.epochs):
+        t0 = time.perf_counter()
+        bar = progress(epoch) if progress else None
+        loss_sum, correct, n = train_epoch(objective, trainer, dev, layout, args.batch_size,
+                                           args.seed, epoch, bar, fault)
+        test_correct, test_n, _ = predict_counts(net, dev, layout)
+        seconds = time.perf_counter() - t0
+        metrics = {'epoch': epoch + 1, 'train_loss': loss_sum / n, 'train_acc': correct / n,
+                   'test_acc': test_correct / test_n, 'seconds': seconds,
+                   'samples_per_s': n / seconds}
+        if on_epoch:
+            on_epoch(epoch + 1, metrics, trainer)
+    return trainer
