@@ -66,8 +66,9 @@ python_env() {
 }
 
 horovod_build() {
-    if "$venv/bin/python" -c 'import horovod.mxnet' 2>/dev/null &&
-       "$venv/bin/pip" show horovod 2>/dev/null | grep -qx "Version: $horovod_version"; then
+    # cheap: the installed version and its MXNet extension, without importing mxnet
+    if compgen -G "$venv/lib/python3.*/site-packages/horovod/mxnet/mpi_lib*.so" >/dev/null &&
+       compgen -G "$venv/lib/python3.*/site-packages/horovod-$horovod_version.dist-info" >/dev/null; then
         return 0
     fi
     mkdir -p "$wheels"

@@ -55,8 +55,14 @@ def _data_flags(p):
     p.add_argument('--debug', action='store_true', help='show tracebacks of errors')
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # one line, not argparse's usage block: clusters grep logs line by line
+        self.exit(2, f'{self.prog}: error: {message} (see --help)\n')
+
+
 def parser():
-    top = argparse.ArgumentParser(
+    top = _Parser(
         prog='distsoftmax',
         description='Data-parallel softmax regression (Dense(10)) on Fashion-MNIST with MXNet '
                     'Gluon. The same command runs on one CPU or GPU, on several devices '
@@ -69,11 +75,16 @@ def parser():
                '  mpirun -np 2 python -m distsoftmax --backend mpi\n'
                '  python -m distsoftmax evaluate --checkpoint-dir runs/ckpt\n',
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = top.add_subparsers(dest='command', metavar='{train,evaluate}')
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    sub = top.add_subparsers(dest='command', metavar='{train,evaluate}', parser_class=_Parser)
+    class Formatter(argparse.RawDescriptionHelpFormatter):
+        def _get_help_string(self, action):  # defaults that say something
+            if action.default not in (None, False, argparse.SUPPRESS):
+                return action.help + ' (default: %(default)s)'
+            return action.help
 
-    t = sub.add_parser('train', formatter_class=fmt, help='train (the default command)',
-                       description='Train Dense(10) on Fashion-MNIST, data-parallel.')
+    t = sub.add_parser('train', formatter_class=Formatter, help='train (the default command)',
+                       description=top.description + ' See also: distsoftmax evaluate --help.',
+                       epilog=top.epilog)
     t.add_argument('--epochs', type=_positive(int), default=DEFAULTS['epochs'],
                    help='epochs to train, in all (a resumed run counts the ones already done)')
     t.add_argument('--batch-size', type=_positive(int), default=DEFAULTS['batch_size'],
@@ -102,7 +113,7 @@ def parser():
     t.add_argument('--quiet', action='store_true',
                    help='no progress bar and no epoch lines; errors and the summary still print')
 
-    e = sub.add_parser('evaluate', formatter_class=fmt,
+    e = sub.add_parser('evaluate', formatter_class=Formatter,
                        help='test accuracy, per-class accuracy and confusion matrix of a checkpoint',
                        description='Evaluate the checkpoint in --checkpoint-dir on the test set.')
     e.add_argument('--checkpoint-dir', metavar='DIR', required=True,
@@ -114,7 +125,7 @@ def parser():
 
 def parse_args(argv):
     argv = list(argv)
-    if not argv or argv[0] not in ('train', 'evaluate', '-h', '--help'):
+    if not argv or argv[0] not in ('train', 'evaluate'):  # --help too: train's flags
         argv.insert(0, 'train')
     p = parser()
     args = p.parse_args(argv)

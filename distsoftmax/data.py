@@ -171,8 +171,8 @@ def _load_split(directory, prefix, verify):
                             'for other IDX data')
     images, labels = out
     if len(images) != len(labels):
-        raise DataError(f'{os.path.join(directory, prefix)}-*: {len(images)} images '
-                        f'but {len(labels)} labels')
+        raise DataError(f'{os.path.join(directory, prefix)}-labels-idx1-ubyte.gz: {len(images)} images '
+                        f'but {len(labels)} labels (in {prefix}-images-idx3-ubyte.gz)')
     return images, labels
 
 

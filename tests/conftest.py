@@ -1,0 +1,82 @@
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from distsoftmax import data
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.dirname(sys.executable)
+
+
+def env(**extra):
+    """The environment a launched run gets: the venv first, one thread a rank."""
+    e = dict(os.environ, PATH=BIN + os.pathsep + os.environ.get('PATH', ''),
+             OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
+    e.pop('DISTSOFTMAX_FAULT', None)
+    e.update({k: str(v) for k, v in extra.items()})
+    return e
+
+
+def run_cli(*args, timeout=300, extra_env=None, **kw):
+    """python -m distsoftmax ARGS, as a user runs it."""
+    return subprocess.run([sys.executable, '-m', 'distsoftmax', *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout,
+                          env=env(**(extra_env or {})), **kw)
+
+
+def horovodrun(np_, *args, transport='--gloo', timeout=300, extra_env=None):
+    cmd = [os.path.join(BIN, 'horovodrun'), '-np', str(np_), transport]
+    if transport == '--mpi':
+        cmd += ['--mpi-args=--oversubscribe --allow-run-as-root']
+    cmd += [sys.executable, '-m', 'distsoftmax', *map(str, args)]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env=env(**(extra_env or {})))
+
+
+def mpirun(np_, *args, timeout=300, extra_env=None):
+    cmd = ['mpirun', '--allow-run-as-root', '--oversubscribe', '-np', str(np_),
+           '-x', 'OMP_NUM_THREADS', '-x', 'PATH', '-x', 'PYTHONUNBUFFERED',
+           sys.executable, '-m', 'distsoftmax', *map(str, args)]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env=env(**(extra_env or {})))
+
+
+def horovod_available():
+    try:
+        import horovod.mxnet  # noqa: F401
+        return True
+    except Exception:
+        return False
+
+
+needs_horovod = pytest.mark.skipif(not horovod_available(),
+                                   reason='Horovod with MXNet not built (./bootstrap.sh setup builds it)')
+
+
+def load_params(path):
+    from mxnet import nd
+    return {k: v.asnumpy() for k, v in nd.load(str(path)).items()}
+
+
+@pytest.fixture
+def idx_dir(tmp_path):
+    """A small, valid Fashion-MNIST-shaped data set written as IDX gz files."""
+    d = data.synthetic(seed=3, n_train=600, n_test=100)
+    for split, images, labels in (('train', d.train_images, d.train_labels),
+                                  ('t10k', d.test_images, d.test_labels)):
+        data.write_idx(tmp_path / f'{split}-images-idx3-ubyte.gz', images, data.IMAGES_MAGIC)
+        data.write_idx(tmp_path / f'{split}-labels-idx1-ubyte.gz', labels, data.LABELS_MAGIC)
+    return tmp_path
+
+
+REAL = data.DEBIAN_DIR if all(os.path.isfile(os.path.join(data.DEBIAN_DIR, f))
+                              for f in data.FILES) else None
+needs_real_data = pytest.mark.skipif(REAL is None, reason='dataset-fashion-mnist not installed')
+
+
+def same(a, b):
+    assert a.keys() == b.keys()
+    return all(np.array_equal(a[k], b[k]) for k in a)
