@@ -273,6 +273,11 @@ def evaluate(args):
                               'pass a directory written by train --checkpoint-dir')
     if args.plot:
         report.check_output_file('--plot', args.plot)
+    # synthetic data is drawn from the run's seed and size: evaluate the same set
+    args.seed = state['flags'].get('seed', 0)
+    trained_on = str(state['flags'].get('data', ''))
+    if args.synthetic and trained_on.startswith('synthetic:'):
+        args.synthetic = int(trained_on.split(':')[1])
     layout = layouts.make('auto' if not args.devices or ',' not in args.devices else 'devices',
                           args.devices)
     dev = loop.DeviceData(_load_data(args), layout.contexts)
