@@ -52,9 +52,11 @@ def parse_devices(spec):
 
 
 def launcher_size():
-    """World size announced by an MPI-style launcher, or 1."""
+    """World size announced by an MPI-style launcher (mpirun, srun), or 1."""
     env = os.environ
-    for key in ('OMPI_COMM_WORLD_SIZE', 'PMI_SIZE', 'MPI_LOCALNRANKS', 'PMIX_SIZE'):
+    # SLURM_STEP_NUM_TASKS: srun sets it in every task, with or without a PMI plugin.
+    for key in ('OMPI_COMM_WORLD_SIZE', 'PMI_SIZE', 'MPI_LOCALNRANKS', 'PMIX_SIZE',
+                'SLURM_STEP_NUM_TASKS'):
         if key in env:
             try:
                 return int(env[key])

@@ -82,7 +82,7 @@ def test_parse_devices():
 
 def test_choose_backend(monkeypatch):
     for k in ('HOROVOD_RANK', 'HOROVOD_HOSTNAME', 'OMPI_COMM_WORLD_SIZE', 'PMI_SIZE',
-              'MPI_LOCALNRANKS', 'PMIX_SIZE'):
+              'MPI_LOCALNRANKS', 'PMIX_SIZE', 'SLURM_STEP_NUM_TASKS'):
         monkeypatch.delenv(k, raising=False)
     assert layout.choose_backend('auto', None) == 'local'
     assert layout.choose_backend('auto', 'cpu:2') == 'devices'
@@ -94,6 +94,11 @@ def test_choose_backend(monkeypatch):
     monkeypatch.setattr(layout, 'horovod_built', lambda: True)
     assert layout.choose_backend('auto', None) == 'horovod'
     monkeypatch.setenv('OMPI_COMM_WORLD_SIZE', '1')
+    assert layout.choose_backend('auto', None) == 'local'
+    monkeypatch.delenv('OMPI_COMM_WORLD_SIZE')
+    monkeypatch.setenv('SLURM_STEP_NUM_TASKS', '8')   # srun
+    assert layout.choose_backend('auto', None) == 'horovod'
+    monkeypatch.delenv('SLURM_STEP_NUM_TASKS')
     monkeypatch.setenv('HOROVOD_RANK', '0')
     assert layout.choose_backend('auto', None) == 'horovod'
 

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Plain MPI, no Horovod: mpirun starts NP processes and distsoftmax sums the
+# gradients with one mpi4py Allreduce per step (--backend mpi).
+#
+#   launch/mpi.sh [distsoftmax train flags...]
+#
+# environment:
+#   NP               processes (default: one per GPU from nvidia-smi -L, else 2)
+#   HOSTFILE         an Open MPI hostfile ("node1 slots=4" lines); default: this host
+#   OMP_NUM_THREADS  threads per process (default: max(1, cores / NP)), sent with -x
+#   MPIRUN_ARGS      more mpirun options, split on spaces, e.g. "--mca btl_tcp_if_include eth0"
+#   PYTHON           the interpreter (default: the repo's .venv, else python on PATH)
+# mpi4py must be built against the mpirun found on PATH (bootstrap.sh does so).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(dirname "$here")
+if [ -x "$repo/.venv/bin/python" ]; then
+    PATH="$repo/.venv/bin:$PATH"
+    export PATH
+fi
+python=${PYTHON:-python}
+
+if [ -z "${NP:-}" ]; then
+    gpus=0
+    if command -v nvidia-smi >/dev/null 2>&1; then
+        gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+    fi
+    NP=$(( gpus > 0 ? gpus : 2 ))
+fi
+case "$NP" in
+    '' | *[!0-9]* | 0) echo "mpi.sh: NP must be a positive integer, not '$NP'" >&2; exit 2 ;;
+esac
+
+cores=$(nproc 2>/dev/null || echo 1)
+if [ -z "${OMP_NUM_THREADS:-}" ]; then
+    OMP_NUM_THREADS=$(( cores / NP > 1 ? cores / NP : 1 ))
+fi
+export OMP_NUM_THREADS
+
+args=(-np "$NP" -x OMP_NUM_THREADS -x PATH -x PYTHONUNBUFFERED=1)
+if [ "$(id -u)" -eq 0 ]; then
+    args+=(--allow-run-as-root)  # Open MPI refuses root without it
+fi
+if [ -n "${HOSTFILE:-}" ]; then
+    args+=(--hostfile "$HOSTFILE")
+elif [ "$NP" -gt "$cores" ]; then
+    args+=(--oversubscribe)  # more ranks than cores on this one host
+fi
+read -r -a extra <<< "${MPIRUN_ARGS:-}"
+
+exec mpirun "${args[@]}" "${extra[@]}" "$python" -m distsoftmax --backend mpi "$@"

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Horovod over several hosts: horovodrun -np NP --hostfile HOSTFILE, started
+# over ssh from this (the launch) host.
+#
+#   launch/multihost.sh [--gloo|--mpi] [distsoftmax train flags...]
+#
+# Needs on every host: passwordless ssh from the launch host, the repository at
+# the same path as here (or a shared filesystem), and its .venv (bootstrap.sh
+# setup). Data and --checkpoint-dir must be on storage every host sees the same
+# way: rank 0 writes the checkpoints, every rank reads them on --resume.
+#
+# environment:
+#   HOSTFILE            "host slots=N" lines, nothing else: horovodrun rejects
+#                       comments and blank lines (default: launch/hosts; see hosts.example)
+#   NP                  processes in all (default: the sum of the slots, e.g. 8)
+#   HOROVOD_CONTROLLER  gloo (default) or mpi; a leading --gloo / --mpi argument wins
+#   HOROVOD_GLOO_IFACE  the network interface to use, e.g. eth0 or ib0. Passed as
+#                       horovodrun --network-interfaces, which then (a) picks the
+#                       launch host's address that the workers reach Horovod's Gloo
+#                       rendezvous server at (it runs inside horovodrun on this host,
+#                       on a random TCP port 1024-65535), (b) sets HOROVOD_GLOO_IFACE
+#                       and NCCL_SOCKET_IFNAME on every worker (with --mpi: also
+#                       -mca btl_tcp_if_include). Unset, horovodrun probes every host
+#                       for the common routed interfaces and uses the first, and
+#                       overrides any NCCL_SOCKET_IFNAME of yours with that list.
+#   SSH_PORT            ssh port, if not 22 (horovodrun -p)
+#   OMP_NUM_THREADS     threads per process (default: max(1, cores here / slots per host))
+#   HOROVODRUN_ARGS     more horovodrun options, split on spaces
+#   PYTHON              the interpreter, as a path valid on every host
+#                       (default: this repo's .venv/bin/python, else python)
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(dirname "$here")
+if [ -x "$repo/.venv/bin/python" ]; then
+    PATH="$repo/.venv/bin:$PATH"  # horovodrun passes PATH on to the workers
+    export PATH
+    python=${PYTHON:-$repo/.venv/bin/python}
+else
+    python=${PYTHON:-python}
+fi
+
+controller=${HOROVOD_CONTROLLER:-gloo}
+case "${1:-}" in
+    --gloo) controller=gloo; shift ;;
+    --mpi) controller=mpi; shift ;;
+esac
+case "$controller" in
+    gloo | mpi) ;;
+    *) echo "multihost.sh: HOROVOD_CONTROLLER must be gloo or mpi, not '$controller'" >&2; exit 2 ;;
+esac
+
+hostfile=${HOSTFILE:-$here/hosts}
+if [ ! -r "$hostfile" ]; then
+    echo "multihost.sh: no hostfile $hostfile: copy launch/hosts.example there and edit it," \
+         "or set HOSTFILE" >&2
+    exit 2
+fi
+slots=0 hosts=0 max_slots=1
+while read -r line || [ -n "$line" ]; do
+    if ! [[ "$line" =~ ^[^[:space:]]+[[:space:]]+slots=([0-9]+)[[:space:]]*$ ]]; then
+        echo "multihost.sh: $hostfile: '$line' is not 'host slots=N'" \
+             "(horovodrun takes no comments or blank lines)" >&2
+        exit 2
+    fi
+    n=${BASH_REMATCH[1]}
+    slots=$(( slots + n )) hosts=$(( hosts + 1 ))
+    if [ "$n" -gt "$max_slots" ]; then max_slots=$n; fi
+done < "$hostfile"
+if [ "$hosts" -eq 0 ]; then
+    echo "multihost.sh: $hostfile lists no hosts" >&2
+    exit 2
+fi
+NP=${NP:-$slots}
+
+if [ -z "${OMP_NUM_THREADS:-}" ]; then
+    cores=$(nproc 2>/dev/null || echo 1)
+    OMP_NUM_THREADS=$(( cores / max_slots > 1 ? cores / max_slots : 1 ))
+fi
+export OMP_NUM_THREADS
+
+args=(-np "$NP" --hostfile "$hostfile" "--$controller")
+if [ -n "${HOROVOD_GLOO_IFACE:-}" ]; then
+    args+=(--network-interfaces "$HOROVOD_GLOO_IFACE")
+fi
+if [ -n "${SSH_PORT:-}" ]; then
+    args+=(-p "$SSH_PORT")
+fi
+read -r -a extra <<< "${HOROVODRUN_ARGS:-}"
+
+exec horovodrun "${args[@]}" "${extra[@]}" "$python" -m distsoftmax "$@"
