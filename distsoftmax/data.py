@@ -110,17 +110,36 @@ def _tty():
 
 
 def _read_gz(path):
+    """The decompressed bytes, read into one buffer: a plain read() joins
+    chunks and so holds the 47 MB of images twice for a moment."""
     try:
-        with gzip.open(path, 'rb') as f:
-            return f.read()
+        with open(path, 'rb') as raw:
+            raw.seek(-4, os.SEEK_END)   # gzip's trailer: the content's size mod 2**32
+            hint = int.from_bytes(raw.read(4), 'little')
     except FileNotFoundError:
         raise DataError(f'{path}: file missing') from None
+    except OSError:
+        hint = 0                        # shorter than a trailer: gzip says why below
+    try:
+        with gzip.open(path, 'rb') as f:
+            buf, n = bytearray(hint), 0
+            view = memoryview(buf)
+            while n < hint:             # in chunks: one big readinto decompresses to a temporary
+                k = f.readinto(view[n:n + (1 << 20)])
+                if not k:
+                    break
+                n += k
+            view.release()
+            rest = f.read()             # empty unless the trailer undercounts
     except gzip.BadGzipFile:
         raise DataError(f'{path}: not a gzip file') from None
     except EOFError:
         raise DataError(f'{path}: truncated gzip file') from None
     except (OSError, zlib.error) as e:
         raise DataError(f'{path}: unreadable gzip ({e})') from None
+    if rest:
+        return bytes(buf[:n]) + rest
+    return memoryview(buf)[:n] if n < hint else buf
 
 
 def _sha256_gz(path):

@@ -42,10 +42,18 @@ class DeviceData:
 
     def __init__(self, data, contexts):
         self.n_train, self.n_test = len(data.train_labels), len(data.test_labels)
-        self.train_x = [nd.array(data.train_images, ctx=c, dtype='uint8') for c in contexts]
-        self.train_y = [nd.array(data.train_labels, ctx=c, dtype='float32') for c in contexts]
-        self.test_x = [nd.array(data.test_images, ctx=c, dtype='uint8') for c in contexts]
-        self.test_y = [nd.array(data.test_labels, ctx=c, dtype='float32') for c in contexts]
+        self.train_x = _on(data.train_images, contexts, 'uint8')
+        self.train_y = _on(data.train_labels, contexts, 'float32')
+        self.test_x = _on(data.test_images, contexts, 'uint8')
+        self.test_y = _on(data.test_labels, contexts, 'float32')
+
+
+def _on(host, contexts, dtype):
+    """One NDArray per context. cpu(0) shares the host array's memory (no copy
+    of the 47 MB of images); other contexts get their own copy."""
+    host = np.ascontiguousarray(host, dtype=dtype)
+    return [nd.from_numpy(host, zero_copy=True) if c == mx.cpu(0) else nd.array(host, ctx=c, dtype=dtype)
+            for c in contexts]
 
 
 def train_epoch(objective, trainer, dev, layout, batch_size, seed, epoch, progress=None, fault=None):
@@ -86,18 +94,24 @@ def train_epoch(objective, trainer, dev, layout, batch_size, seed, epoch, progre
     return per_step[:, 0].sum(), per_step[:, 1].sum(), float(sum(sizes))
 
 
+EVAL_CHUNK = 500  # test samples per forward: bounds the float32 copies (peak RSS)
+
+
 def predict_counts(net, dev, layout, confusion=False):
     """Correct test predictions over all workers (exact), optionally the confusion matrix."""
     lo, hi = shard.eval_range(dev.n_test, layout.rank, layout.size)
     correct, matrix = 0.0, np.zeros((10, 10), np.float64)
     if hi > lo:
         idx = layout.split(nd.arange(lo, hi, dtype='int32'), even_split=False)
-        for x, y, i in zip(dev.test_x, dev.test_y, idx):
-            pred = net(nd.take(x, i).astype('float32') / 255).argmax(axis=1)
-            truth = nd.take(y, i)
-            correct += (pred == truth).sum().asscalar()
-            if confusion:
-                np.add.at(matrix, (truth.asnumpy().astype(int), pred.asnumpy().astype(int)), 1)
+        hits = []
+        for x, y, part in zip(dev.test_x, dev.test_y, idx):
+            for i in (part[k:k + EVAL_CHUNK] for k in range(0, part.shape[0], EVAL_CHUNK)):
+                pred = net(nd.take(x, i).astype('float32') / 255).argmax(axis=1)
+                truth = nd.take(y, i)
+                hits.append((pred == truth).sum())
+                if confusion:
+                    np.add.at(matrix, (truth.asnumpy().astype(int), pred.asnumpy().astype(int)), 1)
+        correct = sum(h.asscalar() for h in hits)  # one sync per chunk, after all are queued
     total = layout.allreduce(np.concatenate([[correct], matrix.ravel()]))
     return total[0], dev.n_test, total[1:].reshape(10, 10)
 
