@@ -313,7 +313,7 @@ def _ranks(tag):
         except (psutil.Error, OSError):
             continue
         if e.get('DISTSOFTMAX_TEST_TAG') == tag:
-            found[p.info['pid']] = e.get('HOROVOD_RANK')
+            found[p.info['pid']] = e.get('HOROVOD_RANK', e.get('OMPI_COMM_WORLD_RANK'))
     return found
 
 
@@ -323,6 +323,42 @@ def _epoch(ckpt):
             return json.load(f)['epoch']
     except (OSError, ValueError, KeyError):
         return 0
+
+
+@pytest.mark.launcher
+@needs_horovodrun
+@pytest.mark.parametrize('controller', ['--gloo', '--mpi'])
+def test_kill_9_of_one_rank_ends_horovodrun_fast_and_leaves_nothing(tmp_path, controller):
+    pytest.importorskip('psutil')
+    ckpt, tag = tmp_path / 'ckpt', uuid.uuid4().hex
+    cmd = [os.path.join(BIN, 'horovodrun'), '-np', '2', controller, sys.executable, '-m',
+           'distsoftmax', *SMALL, '--epochs', '3', '--checkpoint-dir', str(ckpt)]
+    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         env=launcher_env(DISTSOFTMAX_TEST_TAG=tag, DISTSOFTMAX_FAULT='sleep=0.02'),
+                         start_new_session=True)
+    try:
+        deadline, victim = time.monotonic() + 120, None
+        while _epoch(ckpt) < 1:  # then rank 1 is in epoch 2
+            assert time.monotonic() < deadline and p.poll() is None, p.stdout.read()
+            victim = victim or next((pid for pid, r in _ranks(tag).items() if r == '1'), None)
+            time.sleep(0.005)
+        assert victim is not None, 'no process of rank 1 found'
+        os.kill(victim, signal.SIGKILL)
+        killed_at = time.monotonic()
+        try:
+            out, _ = p.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f'horovodrun {controller} still runs 30 s after kill -9 of rank 1')
+        print(f'horovodrun {controller} exited {time.monotonic() - killed_at:.2f} s after the kill')
+        deadline = time.monotonic() + 5
+        while _ranks(tag) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = _ranks(tag)  # looked for before the clean-up below kills them
+    finally:
+        _kill_all(p, tag)
+    assert p.returncode != 0, out
+    assert _epoch(ckpt) in (1, 2), 'the run was not stopped mid-way'
+    assert not left, f'rank processes left behind: {left}'
 
 
 @pytest.mark.launcher
