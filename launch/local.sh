@@ -14,12 +14,9 @@
 # Every other argument goes to `python -m distsoftmax`.
 set -euo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo=$(dirname "$here")
-if [ -x "$repo/.venv/bin/python" ]; then
-    PATH="$repo/.venv/bin:$PATH"  # horovodrun and python from the venv
-    export PATH
-fi
+# shellcheck source=SCRIPTDIR/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+use_repo_venv
 python=${PYTHON:-python}
 
 controller=${HOROVOD_CONTROLLER:-gloo}
@@ -28,22 +25,8 @@ case "${1:-}" in
     --mpi) controller=mpi; shift ;;
 esac
 
-if [ -z "${NP:-}" ]; then
-    gpus=0
-    if command -v nvidia-smi >/dev/null 2>&1; then
-        gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
-    fi
-    NP=$(( gpus > 0 ? gpus : 2 ))
-fi
-case "$NP" in
-    '' | *[!0-9]* | 0) echo "local.sh: NP must be a positive integer, not '$NP'" >&2; exit 2 ;;
-esac
-
-if [ -z "${OMP_NUM_THREADS:-}" ]; then
-    cores=$(nproc 2>/dev/null || echo 1)
-    OMP_NUM_THREADS=$(( cores / NP > 1 ? cores / NP : 1 ))
-fi
-export OMP_NUM_THREADS  # horovodrun passes the environment on to every process
+default_np local.sh
+default_omp_threads "$NP"  # horovodrun passes the environment on to every process
 
 read -r -a extra <<< "${HOROVODRUN_ARGS:-}"
 case "$controller" in

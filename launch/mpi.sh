@@ -13,30 +13,13 @@
 # mpi4py must be built against the mpirun found on PATH (bootstrap.sh does so).
 set -euo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo=$(dirname "$here")
-if [ -x "$repo/.venv/bin/python" ]; then
-    PATH="$repo/.venv/bin:$PATH"
-    export PATH
-fi
+# shellcheck source=SCRIPTDIR/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+use_repo_venv
 python=${PYTHON:-python}
-
-if [ -z "${NP:-}" ]; then
-    gpus=0
-    if command -v nvidia-smi >/dev/null 2>&1; then
-        gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
-    fi
-    NP=$(( gpus > 0 ? gpus : 2 ))
-fi
-case "$NP" in
-    '' | *[!0-9]* | 0) echo "mpi.sh: NP must be a positive integer, not '$NP'" >&2; exit 2 ;;
-esac
-
+default_np mpi.sh
+default_omp_threads "$NP"
 cores=$(nproc 2>/dev/null || echo 1)
-if [ -z "${OMP_NUM_THREADS:-}" ]; then
-    OMP_NUM_THREADS=$(( cores / NP > 1 ? cores / NP : 1 ))
-fi
-export OMP_NUM_THREADS
 
 args=(-np "$NP" -x OMP_NUM_THREADS -x PATH -x PYTHONUNBUFFERED=1)
 if [ "$(id -u)" -eq 0 ]; then

@@ -32,6 +32,8 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$here")
+# shellcheck source=SCRIPTDIR/common.sh
+. "$here/common.sh"
 if [ -x "$repo/.venv/bin/python" ]; then
     PATH="$repo/.venv/bin:$PATH"  # horovodrun passes PATH on to the workers
     export PATH
@@ -73,11 +75,7 @@ if [ "$hosts" -eq 0 ]; then
 fi
 NP=${NP:-$slots}
 
-if [ -z "${OMP_NUM_THREADS:-}" ]; then
-    cores=$(nproc 2>/dev/null || echo 1)
-    OMP_NUM_THREADS=$(( cores / max_slots > 1 ? cores / max_slots : 1 ))
-fi
-export OMP_NUM_THREADS
+default_omp_threads "$max_slots"
 
 args=(-np "$NP" --hostfile "$hostfile" "--$controller")
 if [ -n "${HOROVOD_GLOO_IFACE:-}" ]; then

@@ -90,8 +90,8 @@ def _kill_all(p, tag):
 def test_shellcheck(script):
     if not shutil.which('shellcheck'):
         pytest.skip('shellcheck not installed (apt-get install shellcheck)')
-    p = subprocess.run(['shellcheck', '--shell=bash', script], capture_output=True, text=True,
-                       timeout=60)
+    p = subprocess.run(['shellcheck', '--shell=bash', '--external-sources', script],
+                       capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stdout + p.stderr
     with open(script) as f:
         text = f.read()
@@ -102,7 +102,7 @@ def test_shellcheck(script):
 
 def test_scripts_exist():
     names = {os.path.basename(p) for p in os.listdir(LAUNCH)}
-    for name in ('README.md', 'local.sh', 'multihost.sh', 'hosts.example', 'mpi.sh',
+    for name in ('README.md', 'common.sh', 'local.sh', 'multihost.sh', 'hosts.example', 'mpi.sh',
                  'slurm.sbatch', 'mpijob.yaml', 'recover.sh'):
         assert name in names
 
