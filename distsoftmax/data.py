@@ -115,7 +115,9 @@ def _read_gz(path):
     try:
         with open(path, 'rb') as raw:
             raw.seek(-4, os.SEEK_END)   # gzip's trailer: the content's size mod 2**32
-            hint = int.from_bytes(raw.read(4), 'little')
+            # a corrupt trailer must not make us allocate gigabytes: past 256 MiB
+            # (5x the largest Fashion-MNIST file) the rest is read the plain way
+            hint = min(int.from_bytes(raw.read(4), 'little'), 1 << 28)
     except FileNotFoundError:
         raise DataError(f'{path}: file missing') from None
     except OSError:
