@@ -1,17 +1,36 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2034  # REPO_PYTHON, controller, SHIFT_ARGS: read by the sourcing script
 # Sourced by local.sh, mpi.sh and multihost.sh (running it alone does nothing):
 # what every recipe does before it starts its launcher.
 set -euo pipefail
 
 # The repository's .venv first on PATH, where bootstrap.sh made one: horovodrun
 # and python come from it, and the launchers pass PATH on to every worker.
+# REPO_PYTHON: the venv's python as an absolute path, or empty.
 use_repo_venv() {
     local repo
     repo=$(dirname "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)")
+    REPO_PYTHON=
     if [ -x "$repo/.venv/bin/python" ]; then
         PATH="$repo/.venv/bin:$PATH"
         export PATH
+        REPO_PYTHON=$repo/.venv/bin/python
     fi
+}
+
+# Horovod's controller: HOROVOD_CONTROLLER (default gloo), or a leading --gloo /
+# --mpi argument (FIRST), which wins; SHIFT_ARGS tells the caller to drop it.
+pick_controller() {
+    local script=$1 first=${2:-}
+    controller=${HOROVOD_CONTROLLER:-gloo}
+    SHIFT_ARGS=0
+    case "$first" in
+        --gloo | --mpi) controller=${first#--}; SHIFT_ARGS=1 ;;
+    esac
+    case "$controller" in
+        gloo | mpi) ;;
+        *) echo "$script: HOROVOD_CONTROLLER must be gloo or mpi, not '$controller'" >&2; exit 2 ;;
+    esac
 }
 
 # NP: what the caller set, else one process per GPU (nvidia-smi -L), else 2.

@@ -19,21 +19,13 @@ set -euo pipefail
 use_repo_venv
 python=${PYTHON:-python}
 
-controller=${HOROVOD_CONTROLLER:-gloo}
-case "${1:-}" in
-    --gloo) controller=gloo; shift ;;
-    --mpi) controller=mpi; shift ;;
-esac
+pick_controller local.sh "${1:-}"
+shift "$SHIFT_ARGS"
 
 default_np local.sh
 default_omp_threads "$NP"  # horovodrun passes the environment on to every process
 
 read -r -a extra <<< "${HOROVODRUN_ARGS:-}"
-case "$controller" in
-    gloo) ctl=(--gloo) ;;
-    mpi) ctl=(--mpi) ;;  # horovodrun adds Open MPI's --allow-run-as-root itself
-    *) echo "local.sh: HOROVOD_CONTROLLER must be gloo or mpi, not '$controller'" >&2; exit 2 ;;
-esac
-
-exec horovodrun -np "$NP" -H "localhost:$NP" "${ctl[@]}" "${extra[@]}" \
+# with --mpi horovodrun adds Open MPI's --allow-run-as-root itself
+exec horovodrun -np "$NP" -H "localhost:$NP" "--$controller" "${extra[@]}" \
     "$python" -m distsoftmax "$@"

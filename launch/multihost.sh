@@ -31,26 +31,13 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo=$(dirname "$here")
 # shellcheck source=SCRIPTDIR/common.sh
 . "$here/common.sh"
-if [ -x "$repo/.venv/bin/python" ]; then
-    PATH="$repo/.venv/bin:$PATH"  # horovodrun passes PATH on to the workers
-    export PATH
-    python=${PYTHON:-$repo/.venv/bin/python}
-else
-    python=${PYTHON:-python}
-fi
+use_repo_venv
+python=${PYTHON:-${REPO_PYTHON:-python}}  # an absolute path: the same on every host
 
-controller=${HOROVOD_CONTROLLER:-gloo}
-case "${1:-}" in
-    --gloo) controller=gloo; shift ;;
-    --mpi) controller=mpi; shift ;;
-esac
-case "$controller" in
-    gloo | mpi) ;;
-    *) echo "multihost.sh: HOROVOD_CONTROLLER must be gloo or mpi, not '$controller'" >&2; exit 2 ;;
-esac
+pick_controller multihost.sh "${1:-}"
+shift "$SHIFT_ARGS"
 
 hostfile=${HOSTFILE:-$here/hosts}
 if [ ! -r "$hostfile" ]; then
