@@ -160,3 +160,27 @@ def test_console_script_is_the_module(tmp_path):
     exe = os.path.join(os.path.dirname(sys.executable), 'distsoftmax')
     r = subprocess.run([exe, '--epochs', '0'], capture_output=True, text=True)
     assert r.returncode == 2 and '--epochs: 0 must be a positive number' in r.stderr
+
+
+def test_data_read_beside_the_mxnet_import_gives_the_same_data_and_errors(tmp_path, idx_dir, monkeypatch):
+    import threading
+
+    import numpy as np
+    from distsoftmax import cli, data
+    from distsoftmax.errors import DataError
+    args = cli.parse_args(['--data-dir', str(idx_dir), '--no-verify'])
+    got, want = cli._Prefetch(args).get(), data.load(str(idx_dir), verify=False)
+    assert all(np.array_equal(getattr(got, k), getattr(want, k))
+               for k in ('train_images', 'train_labels', 'test_images', 'test_labels'))
+    # a bad file: the thread's DataError reaches the caller unchanged
+    with pytest.raises(DataError, match='SHA-256 of its content'):
+        cli._Prefetch(cli.parse_args(['--data-dir', str(idx_dir)])).get()
+    # nothing on disk: the thread does not download; get() does, in the caller
+    calls = []
+    monkeypatch.delenv('DISTSOFTMAX_DATA', raising=False)
+    monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'cache'))
+    monkeypatch.setattr(data, 'DEBIAN_DIR', str(tmp_path / 'nowhere'))
+    monkeypatch.setattr(data, '_download', lambda cache: calls.append(threading.current_thread()))
+    with pytest.raises(DataError, match='not found'):
+        cli._Prefetch(cli.parse_args([])).get()
+    assert calls == [threading.main_thread()]
