@@ -47,13 +47,9 @@ default_np() {
     esac
 }
 
-# OMP_NUM_THREADS: what the caller set, else this host's cores shared out among
-# the PER_HOST processes on it, so that they do not fight over the cores.
+# OMP_NUM_THREADS: what the caller set, else 1, distsoftmax's own default (the
+# model's ops are too small to split across threads); exported, so that
+# horovodrun and mpirun -x pass it on to every process.
 default_omp_threads() {
-    local per_host=$1 cores
-    if [ -z "${OMP_NUM_THREADS:-}" ]; then
-        cores=$(nproc 2>/dev/null || echo 1)
-        OMP_NUM_THREADS=$(( cores / per_host > 1 ? cores / per_host : 1 ))
-    fi
-    export OMP_NUM_THREADS
+    export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 }

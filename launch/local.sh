@@ -7,7 +7,7 @@
 #   NP                  processes (default: one per GPU from nvidia-smi -L, else 2)
 #   HOROVOD_CONTROLLER  gloo (default) or mpi: horovodrun --gloo / --mpi
 #                       (a leading --gloo or --mpi argument wins over it)
-#   OMP_NUM_THREADS     threads per process (default: max(1, cores / NP))
+#   OMP_NUM_THREADS     threads per process (default: 1)
 #   HOROVODRUN_ARGS     more horovodrun options, split on spaces,
 #                       e.g. "--timeline-filename /tmp/timeline.json --verbose"
 #   PYTHON              the interpreter (default: the repo's .venv, else python on PATH)
@@ -23,7 +23,7 @@ pick_controller local.sh "${1:-}"
 shift "$SHIFT_ARGS"
 
 default_np local.sh
-default_omp_threads "$NP"  # horovodrun passes the environment on to every process
+default_omp_threads
 
 read -r -a extra <<< "${HOROVODRUN_ARGS:-}"
 # with --mpi horovodrun adds Open MPI's --allow-run-as-root itself

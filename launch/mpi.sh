@@ -7,7 +7,7 @@
 # environment:
 #   NP               processes (default: one per GPU from nvidia-smi -L, else 2)
 #   HOSTFILE         an Open MPI hostfile ("node1 slots=4" lines); default: this host
-#   OMP_NUM_THREADS  threads per process (default: max(1, cores / NP)), sent with -x
+#   OMP_NUM_THREADS  threads per process (default: 1), sent with -x
 #   MPIRUN_ARGS      more mpirun options, split on spaces, e.g. "--mca btl_tcp_if_include eth0"
 #   PYTHON           the interpreter (default: the repo's .venv, else python on PATH)
 # mpi4py must be built against the mpirun found on PATH (bootstrap.sh does so).
@@ -18,7 +18,7 @@ set -euo pipefail
 use_repo_venv
 python=${PYTHON:-python}
 default_np mpi.sh
-default_omp_threads "$NP"
+default_omp_threads
 cores=$(nproc 2>/dev/null || echo 1)
 
 args=(-np "$NP" -x OMP_NUM_THREADS -x PATH -x PYTHONUNBUFFERED=1)

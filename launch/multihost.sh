@@ -24,7 +24,7 @@
 #                       for the common routed interfaces and uses the first, and
 #                       overrides any NCCL_SOCKET_IFNAME of yours with that list.
 #   SSH_PORT            ssh port, if not 22 (horovodrun -p)
-#   OMP_NUM_THREADS     threads per process (default: max(1, cores here / slots per host))
+#   OMP_NUM_THREADS     threads per process (default: 1)
 #   HOROVODRUN_ARGS     more horovodrun options, split on spaces
 #   PYTHON              the interpreter, as a path valid on every host
 #                       (default: this repo's .venv/bin/python, else python)
@@ -45,7 +45,7 @@ if [ ! -r "$hostfile" ]; then
          "or set HOSTFILE" >&2
     exit 2
 fi
-slots=0 hosts=0 max_slots=1
+slots=0 hosts=0
 while read -r line || [ -n "$line" ]; do
     if ! [[ "$line" =~ ^[^[:space:]]+[[:space:]]+slots=([0-9]+)[[:space:]]*$ ]]; then
         echo "multihost.sh: $hostfile: '$line' is not 'host slots=N'" \
@@ -54,7 +54,6 @@ while read -r line || [ -n "$line" ]; do
     fi
     n=${BASH_REMATCH[1]}
     slots=$(( slots + n )) hosts=$(( hosts + 1 ))
-    if [ "$n" -gt "$max_slots" ]; then max_slots=$n; fi
 done < "$hostfile"
 if [ "$hosts" -eq 0 ]; then
     echo "multihost.sh: $hostfile lists no hosts" >&2
@@ -62,7 +61,7 @@ if [ "$hosts" -eq 0 ]; then
 fi
 NP=${NP:-$slots}
 
-default_omp_threads "$max_slots"
+default_omp_threads
 
 args=(-np "$NP" --hostfile "$hostfile" "--$controller")
 if [ -n "${HOROVOD_GLOO_IFACE:-}" ]; then

@@ -27,6 +27,18 @@ def run_cli(*args, timeout=300, extra_env=None, **kw):
                           env=env(**(extra_env or {})), **kw)
 
 
+def probe(code, **set_env):
+    """Run CODE in a fresh interpreter whose environment lacks the tuned variables."""
+    e = env(**set_env)
+    for key in ('OMP_NUM_THREADS', 'HOROVOD_CYCLE_TIME', 'OMPI_MCA_mpi_yield_when_idle'):
+        if key not in set_env:
+            e.pop(key, None)
+    r = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=e, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.split()
+
+
 def horovodrun(np_, *args, transport='--gloo', timeout=300, extra_env=None):
     cmd = [os.path.join(BIN, 'horovodrun'), '-np', str(np_), transport]
     if transport == '--mpi':

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from conftest import run_cli
+from conftest import probe, run_cli
 
 TINY = ['--synthetic', '512', '--epochs', '1', '--quiet']
 
@@ -184,3 +184,14 @@ def test_data_read_beside_the_mxnet_import_gives_the_same_data_and_errors(tmp_pa
     with pytest.raises(DataError, match='not found'):
         cli._Prefetch(cli.parse_args([])).get()
     assert calls == [threading.main_thread()]
+
+
+ONE_THREAD = ("import os, sys; from distsoftmax import cli; assert 'mxnet' not in sys.modules; "
+              "cli.main(['--synthetic', '300', '--epochs', '1', '--quiet']); "
+              "print(os.environ['OMP_NUM_THREADS'])")
+
+
+def test_one_cpu_thread_per_process_unless_told_otherwise():
+    # set before mxnet (and OpenBLAS) load, which is when they read it
+    assert probe(ONE_THREAD)[-1] == '1'
+    assert probe(ONE_THREAD, OMP_NUM_THREADS='3')[-1] == '3'
