@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import horovodrun, load_params, mpirun, needs_horovod, run_cli
+from conftest import horovodrun, load_params, mpirun, needs_horovod, probe, run_cli
 from distsoftmax import layout
 from distsoftmax.errors import UserError
 
@@ -111,3 +111,15 @@ def test_several_devices_per_horovod_process_is_refused():
     assert 'one device per process' in r.stdout + r.stderr
     # horovodrun prints its own traceback when a worker fails; ours print one line
     assert 'distsoftmax/' not in r.stdout + r.stderr
+
+
+HOROVOD_ENV = ("import os; from distsoftmax import layout; l = layout.make('horovod', 'cpu'); "
+               "print(os.environ['HOROVOD_CYCLE_TIME'], os.environ['OMPI_MCA_mpi_yield_when_idle']); "
+               "l.close()")
+
+
+@needs_horovod
+def test_horovod_tuned_for_millisecond_steps_unless_told_otherwise():
+    assert probe(HOROVOD_ENV)[-2:] == ['0.1', '1']
+    assert probe(HOROVOD_ENV, HOROVOD_CYCLE_TIME='2',
+                 OMPI_MCA_mpi_yield_when_idle='0')[-2:] == ['2', '0']
