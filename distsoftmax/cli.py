@@ -371,5 +371,19 @@ def main(argv=None):
     return 0
 
 
+def run():
+    """The command (python -m distsoftmax, the distsoftmax script): main(), then
+    on success an exit that skips the interpreter's teardown of mxnet, 0.2-0.3 s
+    of freeing its engine and thousands of generated functions. By then every
+    file is closed and the layout has shut its communicator down."""
+    code = main()
+    if code == 0 and 'mxnet' in sys.modules:
+        sys.modules['mxnet'].nd.waitall()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    return code
+
+
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run())

@@ -248,6 +248,9 @@ class Mpi(Layout):
 
         return AllreduceTrainer(params, 'sgd', {'learning_rate': lr}, kvstore=None)
 
+    def close(self):
+        self.MPI.Finalize()  # here, not at exit: a successful run skips the exit handlers
+
 
 def _one_context(name, devices, local_rank):
     """One device per process: Horovod reduces only a process's first context."""
