@@ -54,10 +54,11 @@ WHY = """\
   for 20 extra epochs), so two ranks on 2 cores cannot exceed about 1.25x even
   with a free allreduce; half a batch per rank halves the arithmetic, not the
   dispatch, and adds an allreduce and a wait per step.
-- peak RSS of `--devices cpu:2`: its second context holds its own copy of the
-  uint8 data (55 MB), as each GPU of `gpu:0,1` must; one process per worker
-  (local, horovodrun, mpirun) stays near 255-270 MB, of which 120-150 MB is
-  libmxnet's code mapped from the page cache (shared by every rank on a host).
+- peak RSS, close to the bar for `--devices cpu:2`: its second context holds
+  its own copy of the uint8 data (55 MB), as each GPU of `gpu:0,1` must; a
+  process with one context needs that much less. Of any worker's peak, 120-150
+  MB is libmxnet's code mapped from the page cache (shared by every rank on a
+  host), and how much of it the kernel maps varies from run to run.
 """
 
 TARGETS_NOTE = 'each ratio is taken per round (runs next to each other), then the median of the rounds'
