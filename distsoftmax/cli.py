@@ -5,6 +5,7 @@ Bad input ends in one line on stderr and exit 1, never a traceback (--debug
 shows it).
 """
 import argparse
+import atexit
 import os
 import signal
 import sys
@@ -179,8 +180,9 @@ def _load_data(args):
 class _Prefetch:
     """The data set, read on a second thread while mxnet imports: that import
     is about 2 s of Python on one core, and zlib and SHA-256 release the GIL,
-    so the read (about 0.9 s) hides behind it. Only files already on disk are
-    read here; a download happens in the main thread, with its progress bar."""
+    so the read (about 0.9 s) hides behind it. Only a directory given or the
+    Debian package's is read here; the download cache is left to the main
+    thread, which checks and repairs it under its lock, with a progress bar."""
 
     def __init__(self, args):
         from . import data  # numpy imported here, not concurrently with mxnet's import
@@ -191,14 +193,18 @@ class _Prefetch:
     def _read(self):
         from . import data
         try:
-            if not self.args.synthetic:
-                data.locate(self.args.data_dir, download=False)
+            if not self.args.synthetic and \
+                    data.locate(self.args.data_dir, download=False) == data.cache_dir():
+                return  # get() reads it in the main thread, through _download's checks
         except data.DataError:
             return  # nothing on disk: get() reads (or downloads) in the main thread
         try:
             self.data = _load_data(self.args)
         except BaseException as e:  # raised again in the main thread
             self.error = e
+
+    def wait(self):
+        self.thread.join()
 
     def get(self):
         self.thread.join()
@@ -212,6 +218,7 @@ def train(args):
     from . import checkpoint, layout as layouts, report, shard, train as loop  # imports mxnet
 
     t_start = time.perf_counter()
+    pending.wait()  # the read is done before MPI starts (its memory hooks), errors come later
     layout = layouts.make(args.backend, args.devices)
     main = layout.is_main  # rank 0 logs and writes files
     say = print if main and not args.quiet else (lambda *a, **k: None)
@@ -283,7 +290,7 @@ def train(args):
                   f"final test acc {done['test_acc']:.4f}", flush=True)
     if not in_sync:
         raise layouts.LayoutError('the replicas hold different parameters after training')
-    layout.close()
+    _close(layout)
 
 
 def replicas_identical(net, layout):
@@ -330,6 +337,15 @@ def evaluate(args):
         print(report.confusion_table(matrix))
         if args.plot:
             report.plot_confusion(args.plot, matrix)
+    _close(layout)
+
+
+_closed = []  # the layouts this process shut down cleanly; run() checks it
+
+
+def _close(layout):
+    layout.close()
+    _closed.append(layout)
 
 
 def _terminate(signum, frame):
@@ -372,16 +388,21 @@ def main(argv=None):
 
 
 def run():
-    """The command (python -m distsoftmax, the distsoftmax script): main(), then
-    on success an exit that skips the interpreter's teardown of mxnet, 0.2-0.3 s
-    of freeing its engine and thousands of generated functions. By then every
-    file is closed and the layout has shut its communicator down."""
+    """The command (python -m distsoftmax, the distsoftmax script): main(), then,
+    once the layout has shut its communicator down, an exit that runs the exit
+    handlers but skips the interpreter's teardown of mxnet (0.2-0.3 s of freeing
+    its engine and thousands of generated functions). Every file is closed by
+    then; any other ending exits the normal way."""
     code = main()
-    if code == 0 and 'mxnet' in sys.modules:
+    if code == 0 and _closed and 'mxnet' in sys.modules:
         sys.modules['mxnet'].nd.waitall()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+        atexit._run_exitfuncs()  # mxnet's, matplotlib's, mpi4py's (a no-op now)
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except OSError:
+            code = 1  # a closed pipe: say so by the exit code, as the normal exit would
+        os._exit(code)
     return code
 
 

@@ -184,6 +184,14 @@ def test_data_read_beside_the_mxnet_import_gives_the_same_data_and_errors(tmp_pa
     with pytest.raises(DataError, match='not found'):
         cli._Prefetch(cli.parse_args([])).get()
     assert calls == [threading.main_thread()]
+    # files in the download cache: the caller reads them, through the checks and
+    # repair of _download (under its lock), never the thread
+    shutil.copytree(idx_dir, data.cache_dir())
+    calls.clear()
+    pending = cli._Prefetch(cli.parse_args(['--no-verify']))
+    pending.wait()
+    assert pending.data is None and pending.error is None
+    assert len(pending.get().train_labels) == 600 and calls == [threading.main_thread()]
 
 
 ONE_THREAD = ("import os, sys; from distsoftmax import cli; assert 'mxnet' not in sys.modules; "

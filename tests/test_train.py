@@ -80,6 +80,23 @@ def test_evaluate_reports_per_class_and_confusion(tmp_path):
     assert open(tmp_path / 'c.png', 'rb').read(4) == b'\x89PNG'
 
 
+@pytest.mark.launcher
+@needs_horovod
+@pytest.mark.parametrize('launch', ['horovodrun-gloo', 'horovodrun-mpi', 'mpirun'])
+def test_evaluate_under_a_launcher_exits_cleanly(launch, tmp_path):
+    """Every rank shuts its communicator down before the quick exit: mpirun fails
+    a run whose ranks exit without MPI_Finalize."""
+    ck = tmp_path / 'ck'
+    assert run_cli('--synthetic', '600', '--epochs', '1', '--quiet', '--checkpoint-dir', ck).returncode == 0
+    args = ('evaluate', '--checkpoint-dir', ck, '--synthetic')
+    if launch == 'mpirun':
+        r = mpirun(2, *args)
+    else:
+        r = horovodrun(2, *args, transport='--' + launch.split('-')[1])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert 'test acc' in r.stdout and 'finalize' not in (r.stdout + r.stderr).lower()
+
+
 def test_objective_matches_the_textbook_formulation():
     """Dense(10) + SoftmaxCrossEntropyLoss on x/255, as the seed chapter computes it."""
     import mxnet as mx
