@@ -113,6 +113,24 @@ def test_several_devices_per_horovod_process_is_refused():
     assert 'distsoftmax/' not in r.stdout + r.stderr
 
 
+def test_one_host_from_the_launchers_environment(monkeypatch):
+    for k in ('HOROVOD_SIZE', 'HOROVOD_LOCAL_SIZE', 'OMPI_COMM_WORLD_SIZE',
+              'OMPI_COMM_WORLD_LOCAL_SIZE', 'PMI_SIZE', 'MPI_LOCALNRANKS', 'PMIX_SIZE',
+              'SLURM_STEP_NUM_TASKS'):
+        monkeypatch.delenv(k, raising=False)
+    assert layout.one_host()                                  # a lone process
+    monkeypatch.setenv('OMPI_COMM_WORLD_SIZE', '4')
+    monkeypatch.setenv('OMPI_COMM_WORLD_LOCAL_SIZE', '2')
+    assert not layout.one_host()                              # mpirun over 2 hosts
+    monkeypatch.setenv('HOROVOD_SIZE', '4')
+    monkeypatch.setenv('HOROVOD_LOCAL_SIZE', '4')
+    assert layout.one_host()                                  # horovodrun, one host
+    monkeypatch.delenv('HOROVOD_SIZE')
+    monkeypatch.delenv('HOROVOD_LOCAL_SIZE')
+    monkeypatch.delenv('OMPI_COMM_WORLD_LOCAL_SIZE')
+    assert not layout.one_host()                              # 4 ranks, no word on where
+
+
 HOROVOD_ENV = ("import os; from distsoftmax import layout; l = layout.make('horovod', 'cpu'); "
                "print(os.environ['HOROVOD_CYCLE_TIME'], os.environ['OMPI_MCA_mpi_yield_when_idle']); "
                "l.close()")
