@@ -40,26 +40,39 @@ BIN = Path(PY).parent                      # the venv's bin: horovodrun lives th
 GNU_TIME = '/usr/bin/time'
 CORES = len(os.sched_getaffinity(0))       # what this process may use, not what the host has
 
-# Why the targets that miss do: what profiling and side-by-side runs showed (at
-# fb09a99..b744993); the numbers they rest on are in README.md's Speed section.
-WHY = """\
+# Why a target that misses does, by the start of its text: what profiling and
+# side-by-side runs showed (fb09a99..); README.md's Speed section has the numbers.
+WHY = {
+    'local >= 1.0x numpy floor': """\
 - numpy floor: a step is bound by dispatch, not arithmetic. Its math (the two
   small GEMMs numpy also does) takes about 0.5 ms of a 1.5 ms step; the rest is
   the Python thread handing MXNet the cached graph, the autograd backward and
   the Trainer's update (cProfile: Trainer.step 30%, backward 23%, the cached
   graph 17% of the loop). Closing that gap means leaving Gluon's autograd and
-  Trainer, which every layout is built on.
+  Trainer, which every layout is built on.""",
+    'horovodrun -np 2 >= 1.4x': """\
 - strong scaling: one process already keeps 1.6 of the 2 cores busy (its Python
   thread dispatching, MXNet's engine thread computing; CPU time over wall time
   for 20 extra epochs), so two ranks on 2 cores cannot exceed about 1.25x even
   with a free allreduce; half a batch per rank halves the arithmetic, not the
-  dispatch, and adds an allreduce and a wait per step.
-- peak RSS, close to the bar for `--devices cpu:2`: its second context holds
-  its own copy of the uint8 data (55 MB), as each GPU of `gpu:0,1` must; a
-  process with one context needs that much less. Of any worker's peak, 120-150
-  MB is libmxnet's code mapped from the page cache (shared by every rank on a
-  host), and how much of it the kernel maps varies from run to run.
-"""
+  dispatch, and adds an allreduce and a wait per step.""",
+    'peak RSS': """\
+- peak RSS: `--devices cpu:2` holds the uint8 data (55 MB) once per context, as
+  each GPU of `gpu:0,1` must; a process with one context needs that much less.
+  Of any worker's peak, 120-150 MB is libmxnet's code mapped from the page
+  cache (shared by every rank on a host), and how much of it the kernel maps
+  varies from run to run.""",
+}
+
+
+def why(target_rows):
+    """The WHY paragraphs of the targets this run missed."""
+    missed = [text for text, value, _, met in target_rows if value is not None and not met]
+    if not missed:
+        return 'Every measured target is met.'
+    return '\n'.join(next((w for k, w in WHY.items() if t.startswith(k)),
+                          f'- {t}: not analysed; see README.md, Speed') for t in missed)
+
 
 TARGETS_NOTE = 'each ratio is taken per round (runs next to each other), then the median of the rounds'
 
@@ -362,7 +375,8 @@ def results_table(runs, configs):
 
 def write_markdown(path, runs, configs, info, args, data, elapsed):
     t_rows = ['| target | measured (median) | per round | met |', '|---|---|---|---|']
-    for text, value, per_round, met in targets(runs, configs):
+    target_rows = targets(runs, configs)
+    for text, value, per_round, met in target_rows:
         status = 'not measured' if value is None else ('met' if met else 'missed')
         t_rows.append(f'| {text} | {value or "-"} | {", ".join(per_round) or "-"} | {status} |')
     loads = [r['load1_before'] for r in runs]
@@ -405,7 +419,8 @@ Ratios measured in this run; {TARGETS_NOTE}.
 
 ## Why the misses miss
 
-{WHY}"""
+{why(target_rows)}
+"""
     path.write_text(md)
 
 
