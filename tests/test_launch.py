@@ -20,7 +20,7 @@ from conftest import BIN, ROOT, env, horovod_available, load_params
 
 LAUNCH = os.path.join(ROOT, 'launch')
 SCRIPTS = sorted(os.path.join(LAUNCH, f) for f in os.listdir(LAUNCH)
-                 if f.endswith(('.sh', '.sbatch')))
+                 if f.endswith(('.sh', '.sbatch'))) + [os.path.join(ROOT, 'tests', 'gpu_check.sh')]
 YAMLS = sorted(os.path.join(LAUNCH, f) for f in os.listdir(LAUNCH) if f.endswith(('.yaml', '.yml')))
 SMALL = ['--synthetic', '6000', '--quiet']
 # flags of the launchers, never passed to distsoftmax: local.sh / multihost.sh /
