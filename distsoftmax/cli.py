@@ -396,7 +396,7 @@ def run():
     code = main()
     if code == 0 and _closed and 'mxnet' in sys.modules:
         sys.modules['mxnet'].nd.waitall()
-        atexit._run_exitfuncs()  # mxnet's, matplotlib's, mpi4py's (a no-op now)
+        atexit._run_exitfuncs()  # mxnet's, matplotlib's, Horovod's
         try:
             sys.stdout.flush()
             sys.stderr.flush()

@@ -264,7 +264,7 @@ class Mpi(Layout):
         return AllreduceTrainer(params, 'sgd', {'learning_rate': lr}, kvstore=None)
 
     def close(self):
-        self.MPI.Finalize()  # here, not at exit: a successful run skips the exit handlers
+        self.MPI.Finalize()  # here: mpi4py would at interpreter teardown, which run() skips
 
 
 def _one_context(name, devices, local_rank):
