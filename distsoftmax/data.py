@@ -109,39 +109,58 @@ def _tty():
     return sys.stderr.isatty()
 
 
+_IN, _OUT = 4 << 20, 8 << 20  # compressed bytes read, decompressed bytes made, per zlib call
+
+
 def _read_gz(path):
-    """The decompressed bytes, read into one buffer: a plain read() joins
-    chunks and so holds the 47 MB of images twice for a moment."""
+    """The decompressed bytes, in one buffer that the gzip trailer sizes.
+
+    zlib is fed 4 MB a call: each call releases the GIL for tens of ms, which
+    lets this read run beside mxnet's import (gzip.open's 128 KB pieces waited
+    for the GIL some 200 times). CRC and length are zlib's checks."""
     try:
-        with open(path, 'rb') as raw:
-            raw.seek(-4, os.SEEK_END)   # gzip's trailer: the content's size mod 2**32
-            # a corrupt trailer must not make us allocate gigabytes: past 256 MiB
-            # (5x the largest Fashion-MNIST file) the rest is read the plain way
-            hint = min(int.from_bytes(raw.read(4), 'little'), 1 << 28)
+        f = open(path, 'rb')
     except FileNotFoundError:
         raise DataError(f'{path}: file missing') from None
-    except OSError:
-        hint = 0                        # shorter than a trailer: gzip says why below
-    try:
-        with gzip.open(path, 'rb') as f:
-            buf, n = bytearray(hint), 0
-            view = memoryview(buf)
-            while n < hint:             # in chunks: one big readinto decompresses to a temporary
-                k = f.readinto(view[n:n + (1 << 20)])
-                if not k:
-                    break
-                n += k
-            view.release()
-            rest = f.read()             # empty unless the trailer undercounts
-    except gzip.BadGzipFile:
-        raise DataError(f'{path}: not a gzip file') from None
-    except EOFError:
-        raise DataError(f'{path}: truncated gzip file') from None
-    except (OSError, zlib.error) as e:
-        raise DataError(f'{path}: unreadable gzip ({e})') from None
-    if rest:
-        return bytes(buf[:n]) + rest
-    return memoryview(buf)[:n] if n < hint else buf
+    with f:
+        try:
+            f.seek(-4, os.SEEK_END)   # gzip's trailer: the content's size mod 2**32
+            # a corrupt trailer must not make us allocate gigabytes: past 256 MiB
+            # (5x the largest Fashion-MNIST file) the buffer grows as it fills
+            hint = min(int.from_bytes(f.read(4), 'little'), 1 << 28)
+        except OSError:
+            hint = 0                  # shorter than a trailer: the checks below say why
+        f.seek(0)
+        buf, n = bytearray(hint), 0
+        try:
+            for piece in _inflate(f, path):
+                buf[n:n + len(piece)] = piece   # grows buf if the trailer undercounts
+                n += len(piece)
+        except zlib.error as e:
+            raise DataError(f'{path}: unreadable gzip ({e})') from None
+    return buf if n == len(buf) else memoryview(buf)[:n]
+
+
+def _inflate(f, path):
+    """The decompressed pieces of every gzip member in file f."""
+    member = None
+    first = True
+    while True:
+        data = f.read(_IN)
+        if not data:
+            break
+        if first and data[:2] != b'\x1f\x8b':
+            raise DataError(f'{path}: not a gzip file')
+        first = False
+        while data:
+            member = member or zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip framing
+            yield member.decompress(data, _OUT)
+            if member.eof:            # the next member, if any, starts in unused_data
+                data, member = member.unused_data, None
+            else:
+                data = member.unconsumed_tail
+    if member is not None:
+        raise DataError(f'{path}: truncated gzip file')
 
 
 def _sha256_gz(path):
