@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 
 DEFAULTS = dict(epochs=5, batch_size=256, lr=0.1, seed=0)
 
@@ -363,12 +364,33 @@ def _fixed_mmap_threshold():
         pass  # not glibc: nothing to tune
 
 
+def _python_distutils():
+    """mxnet imports distutils.version when it loads. With setuptools in the
+    venv, setuptools' import hook answers with its own copy, which first
+    imports all of setuptools (0.22 s of a 5 s run); Python 3.11's module does
+    the same job, and nothing here uses setuptools."""
+    hooks = [f for f in sys.meta_path if type(f).__module__ == '_distutils_hack']
+    if not hooks or 'distutils' in sys.modules:
+        return
+    for f in hooks:
+        sys.meta_path.remove(f)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', DeprecationWarning)
+            import distutils.version  # noqa: F401
+    except ImportError:
+        pass  # no distutils in this Python: setuptools' copy it is
+    finally:
+        sys.meta_path[:0] = hooks
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     # read when mxnet (and its OpenBLAS) load: this model's ops, a 256x784 by
     # 784x10 product at most, are too small to split, and 2 threads per
     # process ran 1.2-1.3x slower than 1 on 2 cores; the user's value wins
     os.environ.setdefault('OMP_NUM_THREADS', '1')
+    _python_distutils()
     _fixed_mmap_threshold()
     signal.signal(signal.SIGTERM, _terminate)  # stop like Ctrl-C: the last checkpoint stays whole
     from .errors import UserError
