@@ -122,6 +122,8 @@ def _read_gz(path):
         f = open(path, 'rb')
     except FileNotFoundError:
         raise DataError(f'{path}: file missing') from None
+    except OSError as e:              # a directory, no permission
+        raise DataError(f'{path}: unreadable ({e.strerror})') from None
     with f:
         try:
             f.seek(-4, os.SEEK_END)   # gzip's trailer: the content's size mod 2**32
@@ -138,6 +140,8 @@ def _read_gz(path):
                 n += len(piece)
         except zlib.error as e:
             raise DataError(f'{path}: unreadable gzip ({e})') from None
+        except OSError as e:          # the disk, mid-read
+            raise DataError(f'{path}: unreadable ({e.strerror})') from None
     return buf if n == len(buf) else memoryview(buf)[:n]
 
 

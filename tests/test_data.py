@@ -151,3 +151,5 @@ def test_gzip_reader_agrees_with_the_gzip_module(tmp_path, monkeypatch):
     open(path, 'wb').write(blob[:-8] + b'\0\0\0\0' + blob[-4:])   # CRC
     with pytest.raises(DataError, match='unreadable gzip'):
         data._read_gz(path)
+    with pytest.raises(DataError, match='unreadable'):   # not a file: one line, no OSError
+        data._read_gz(tmp_path)
