@@ -58,10 +58,9 @@ WHY = {
   dispatch, and adds an allreduce and a wait per step.""",
     'local whole process': """\
 - whole process: `import mxnet` alone is 1.5-2.5 s here (it generates Python
-  wrappers for every operator, and its distutils import loads setuptools, 0.22
-  s), 5 epochs about 1.9 s; the data read (0.9 s) runs beside the import. The
-  total sits near 5 s, and this machine's speed moves it across: see the
-  rounds.""",
+  wrappers for every operator), 5 epochs about 1.9 s; the data read (0.9 s)
+  runs beside the import. The total sits near 5 s, and this machine's speed
+  moves it across: see the rounds.""",
     'peak RSS': """\
 - peak RSS: `--devices cpu:2` holds the uint8 data (55 MB) once per context, as
   each GPU of `gpu:0,1` must; a process with one context needs that much less.

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-.venv/bin/python}
 [ -x "$py" ] || py=python3
-command -v nvidia-smi >/dev/null && nvidia-smi -L
+if command -v nvidia-smi >/dev/null; then nvidia-smi -L || true; fi
 gpus=$("$py" -c 'import mxnet; print(mxnet.context.num_gpus())' 2>/dev/null || echo 0)
 if [ "$gpus" -eq 0 ]; then
     echo "gpu_check.sh: mxnet sees no GPU: install a CUDA build (pip install mxnet-cu112==1.9.1)" \
