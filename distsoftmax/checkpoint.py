@@ -1,27 +1,32 @@
-"""Checkpoints that survive a crash at any moment, and never unpickle.
+"""Checkpoints that survive a crash at any moment, belong to one run, and never unpickle.
 
-Layout of DIR after epoch E:
+DIR after epoch E:
   epoch-000E/model.params    Gluon's save_parameters format
-  epoch-000E/trainer.states  Trainer.save_states
+  epoch-000E/trainer.states  MXNet's NDArray format (Trainer.save_states would pickle)
   model.params, trainer.states   the same files (hard links), for users
-  state.json                 written last: the epoch, the math flags, the
-                             metrics so far, and the SHA-256 of both files
+  state.json                 written last: the epoch, the math flags and the
+                             data's identity, the metrics so far, the SHA-256 of both files
+  .lock, .lock.owner         held by rank 0 while a run uses DIR
 A crash before state.json is replaced leaves the previous epoch's directory,
-which state.json still names, whole; older directories go only after.
+which state.json still names, whole; that directory goes only after.
 """
 import hashlib
 import json
 import os
 import shutil
+import socket
 
 import mxnet as mx
 
+from .data import describe, legacy_identity
 from .errors import CheckpointError
+from .files import fsync_dir, write_atomic, write_text
 
 STATE = 'state.json'
 MODEL, TRAINER = 'model.params', 'trainer.states'
-# flags that change the trajectory: resuming with others would be another run
-MATH_FLAGS = ('batch_size', 'lr', 'seed', 'data')
+LOCK = '.lock'
+# what changes the trajectory: resuming with another value would be another run
+MATH_FLAGS = ('batch_size', 'lr', 'seed', 'drop_last', 'data')
 
 
 def _sha256(path):
@@ -32,28 +37,11 @@ def _sha256(path):
     return h.hexdigest()
 
 
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path, write):
-    tmp = f'{path}.tmp{os.getpid()}'
-    try:
-        write(tmp)
-        with open(tmp, 'rb+') as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+def _state_path(directory):
+    return os.path.join(directory, STATE)
 
 
 def check_writable(directory):
-    """Fail before training, not after the first epoch."""
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise CheckpointError(f'--checkpoint-dir {directory}: exists and is not a directory')
     try:
@@ -64,20 +52,61 @@ def check_writable(directory):
         raise CheckpointError(f'--checkpoint-dir {directory}: not writable')
 
 
-def save(directory, net, trainer, state, fault=None):
-    epoch = state['epoch']
-    gen = os.path.join(directory, f'epoch-{epoch:04d}')
-    if os.path.isdir(gen):  # left by a run that crashed before its state.json
+_held = []   # the lock of this run's DIR: released when the process ends
+
+
+def hold(directory):
+    """An exclusive lock on DIR for this run, until the process ends.
+    Raises CheckpointError naming the holder if another run has it."""
+    from filelock import FileLock, Timeout
+    lock, owner = FileLock(os.path.join(directory, LOCK)), os.path.join(directory, LOCK + '.owner')
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        try:
+            holder = open(owner).read().strip()
+        except OSError:
+            holder = 'another process'
+        raise CheckpointError(f'--checkpoint-dir {directory}: in use by another run ({holder}); '
+                              'wait for it to end or pass another --checkpoint-dir') from None
+    write_text(owner, f'pid {os.getpid()} on {socket.gethostname()}\n')
+    _held.append(lock)
+
+
+def open_for_training(directory, resume, overwrite, flags):
+    """Rank 0, before training: DIR made, locked, and its checkpoint checked.
+
+    Returns the checkpoint's state to resume, or None to start fresh. Raises CheckpointError for an unwritable or busy DIR, a checkpoint
+    found without --resume or --overwrite, or one that does not fit `flags`."""
+    check_writable(directory)
+    hold(directory)
+    state = read_state(directory)
+    if state is None or overwrite:
+        return None
+    if not resume:
+        raise CheckpointError(f"--checkpoint-dir {directory}: holds a checkpoint of epoch {state['epoch']}; "
+                              'pass --resume to continue it, --overwrite to start over, '
+                              'or another --checkpoint-dir')
+    check_math(state, flags, directory)
+    for name in (MODEL, TRAINER):
+        verified_path(directory, state, name)
+    return state
+
+
+def save(directory, net, trainer, state):
+    """Write epoch state['epoch'] so that a crash at any moment leaves the last
+    complete checkpoint whole; then remove the one it replaces."""
+    previous = _epoch_dir(directory)
+    gen = os.path.join(directory, f"epoch-{state['epoch']:04d}")
+    if os.path.isdir(gen) and gen != previous:   # left by a run that crashed before its state.json
         shutil.rmtree(gen)
-    os.makedirs(gen)
+    os.makedirs(gen, exist_ok=True)
     files = {}
     for name, write in ((MODEL, net.save_parameters), (TRAINER, lambda p: save_trainer(trainer, p))):
         path = os.path.join(gen, name)
-        _write_atomic(path, write)
+        write_atomic(path, write, durable=True)
         files[name] = {'path': os.path.relpath(path, directory), 'sha256': _sha256(path)}
-        if fault:
-            fault.file_written(name)
-    _fsync_dir(gen)
+    fsync_dir(gen)
     for name in files:  # convenience copies at the top; state.json stays the truth
         link = os.path.join(directory, name)
         tmp = f'{link}.tmp{os.getpid()}'
@@ -86,20 +115,25 @@ def save(directory, net, trainer, state, fault=None):
         except OSError:
             shutil.copyfile(os.path.join(gen, name), tmp)
         os.replace(tmp, link)
-    state = dict(state, files=files)
-    _write_atomic(os.path.join(directory, STATE),
-                  lambda p: open(p, 'w').write(json.dumps(state, indent=1) + '\n'))
-    _fsync_dir(directory)
-    if fault:
-        fault.file_written(STATE)
-    for old in os.listdir(directory):
-        if old.startswith('epoch-') and os.path.join(directory, old) != gen:
-            shutil.rmtree(os.path.join(directory, old), ignore_errors=True)
+    write_text(_state_path(directory), json.dumps(dict(state, files=files), indent=1) + '\n', durable=True)
+    fsync_dir(directory)
+    if previous and previous != gen:
+        shutil.rmtree(previous, ignore_errors=True)
+
+
+def _epoch_dir(directory):
+    """The epoch directory that DIR's state.json names, or None."""
+    try:
+        with open(_state_path(directory)) as f:
+            entry = json.load(f)['files'][MODEL]['path']
+        return os.path.join(directory, os.path.dirname(entry))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def read_state(directory):
     """The last complete checkpoint's state, or None if there is none."""
-    path = os.path.join(directory, STATE)
+    path = _state_path(directory)
     if not os.path.exists(path):
         return None
     try:
@@ -113,16 +147,23 @@ def read_state(directory):
                               'remove the directory or pass another --checkpoint-dir') from None
     except OSError as e:
         raise CheckpointError(f'{path}: unreadable ({e.strerror})') from None
+    flags = state.setdefault('flags', {})
+    if isinstance(flags.get('data', {}), str):   # written before checkpoints recorded the data's identity
+        flags['data'] = legacy_identity(flags['data'], flags.get('seed', 0))
     return state
 
 
 def check_math(state, flags, directory):
-    """Resuming with other math flags would silently make another run."""
+    """Resuming with other math flags or other data would silently make another run."""
     for key in MATH_FLAGS:
         if key in state['flags'] and state['flags'][key] != flags[key]:
+            if key == 'data':
+                raise CheckpointError(f"{_state_path(directory)}: trained on {describe(state['flags'][key])}, "
+                                      f"this run has {describe(flags[key])}; use the same data or "
+                                      'another --checkpoint-dir')
             opt = '--' + key.replace('_', '-')
             raise CheckpointError(
-                f"{os.path.join(directory, STATE)}: made with {opt} {state['flags'][key]}, this run has "
+                f"{_state_path(directory)}: made with {opt} {state['flags'][key]}, this run has "
                 f"{flags[key]}; use the same flags or another --checkpoint-dir")
 
 
@@ -135,6 +176,25 @@ def verified_path(directory, state, name):
         raise CheckpointError(f'{path}: SHA-256 differs from {STATE} (truncated or modified); '
                               'restore it or start another --checkpoint-dir')
     return path
+
+
+def restore(directory, state, net, trainer, layout):
+    """Resume in one call: rank 0 loads the checkpoint (state: what it read and
+    verified, None elsewhere or when starting fresh); every rank receives its
+    parameters, its epoch and the trainer's update count (trainer None: the
+    parameters alone). Returns the epochs done."""
+    def load():
+        if state is not None:
+            load_params(directory, state, net, layout.contexts)
+            if trainer is not None:
+                load_trainer(directory, state, trainer)
+    layout.agree(load)
+    layout.broadcast(net.collect_params())
+    updates = trainer.optimizer.num_update if trainer is not None else 0
+    epoch, updates = layout.broadcast_value([state['epoch'], updates] if state else [0, 0])
+    if trainer is not None:
+        trainer.optimizer.begin_num_update = trainer.optimizer.num_update = int(updates)
+    return int(epoch)
 
 
 def load_params(directory, state, net, contexts):
@@ -158,7 +218,7 @@ def save_trainer(trainer, path):
         for i, st in updater.states.items():
             if isinstance(st, mx.nd.NDArray):
                 arrays[str(i)] = st
-    arrays['num_update'] = mx.nd.array([trainer._optimizer.num_update], dtype='float64')
+    arrays['num_update'] = mx.nd.array([trainer.optimizer.num_update], dtype='float64')
     mx.nd.save(path, arrays)
 
 
@@ -169,8 +229,8 @@ def load_trainer(directory, state, trainer):
         num_update = int(arrays.pop('num_update').asscalar())
     except (mx.base.MXNetError, AttributeError, KeyError, ValueError) as e:
         raise CheckpointError(f'{path}: unreadable trainer states ({type(e).__name__})') from None
-    opt = trainer._optimizer
-    opt.begin_num_update = opt.num_update = num_update  # counts go on from here
+    opt = trainer.optimizer
+    opt.begin_num_update = opt.num_update = num_update
     for updater in _updaters(trainer):
         for key, st in arrays.items():
             updater.states[int(key)] = st.copyto(st.context)

@@ -7,8 +7,9 @@ import fcntl
 import gzip
 import hashlib
 import os
+import threading
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -37,6 +38,9 @@ class Dataset:
     test_images: np.ndarray
     test_labels: np.ndarray
     source: str                # a directory, or 'synthetic(seed=S)'
+    # what a checkpoint records: {'sha256': {file: digest of its content}} for
+    # IDX files, {'synthetic': n_train, 'seed': seed} for synthetic data
+    identity: dict = field(default_factory=dict)
 
 
 def cache_dir():
@@ -201,7 +205,7 @@ def parse_idx(raw, path, magic):
     return arr
 
 
-def _load_split(directory, prefix, verify):
+def _load_split(directory, prefix, verify, digests):
     out = []
     for kind, magic in (('images-idx3', IMAGES_MAGIC), ('labels-idx1', LABELS_MAGIC)):
         name = f'{prefix}-{kind}-ubyte.gz'
@@ -209,7 +213,8 @@ def _load_split(directory, prefix, verify):
         raw = _read_gz(path)
         # format first: its errors say more than a hash mismatch would
         out.append(parse_idx(raw, path, magic))
-        if verify and hashlib.sha256(raw).hexdigest() != FILES[name]:
+        digests[name] = hashlib.sha256(raw).hexdigest()
+        if verify and digests[name] != FILES[name]:
             raise DataError(f'{path}: SHA-256 of its content does not match Fashion-MNIST '
                             '(corrupt or another data set): replace it, or pass --no-verify '
                             'for other IDX data')
@@ -223,9 +228,10 @@ def _load_split(directory, prefix, verify):
 def load(data_dir=None, verify=True, download=True):
     """Load the real data set (see locate() for where it is looked for)."""
     directory = locate(data_dir, download=download)
-    train = _load_split(directory, 'train', verify)
-    test = _load_split(directory, 't10k', verify)
-    return Dataset(*train, *test, source=directory)
+    digests = {}
+    train = _load_split(directory, 'train', verify, digests)
+    test = _load_split(directory, 't10k', verify, digests)
+    return Dataset(*train, *test, source=directory, identity={'sha256': digests})
 
 
 def synthetic(seed=0, n_train=60000, n_test=None):
@@ -247,7 +253,74 @@ def synthetic(seed=0, n_train=60000, n_test=None):
         images = (1 - mix) * templates[labels] + mix * templates[other] + noise
         return np.clip(images, 0, 255).astype(np.uint8).reshape(n, 28, 28), labels
 
-    return Dataset(*draw(n_train), *draw(n_test), source=f'synthetic(seed={seed})')
+    return Dataset(*draw(n_train), *draw(n_test), source=f'synthetic(seed={seed})',
+                   identity={'synthetic': n_train, 'seed': seed})
+
+
+def is_fashion_mnist(identity):
+    return identity.get('sha256') == FILES
+
+
+def class_names(identity):
+    """Fashion-MNIST's class names for Fashion-MNIST, 'class 0'... for other data."""
+    return CLASSES if is_fashion_mnist(identity) else tuple(f'class {i}' for i in range(10))
+
+
+def describe(identity):
+    """A data set's identity in words, for messages."""
+    if 'synthetic' in identity:
+        return f"synthetic data ({identity['synthetic']} samples, seed {identity['seed']})"
+    if is_fashion_mnist(identity):
+        return 'Fashion-MNIST'
+    digest = identity.get('sha256', {}).get('train-images-idx3-ubyte.gz', '?')
+    return f'other IDX data (train images SHA-256 {digest[:12]}...)'
+
+
+def legacy_identity(text, seed):
+    """The identity of a checkpoint written before identities ('fashion-mnist', 'synthetic:N')."""
+    if text.startswith('synthetic:'):
+        return {'synthetic': int(text.split(':', 1)[1]), 'seed': seed}
+    return {'sha256': dict(FILES)}
+
+
+def read(spec, seed):
+    """The data set of a config.Data: N synthetic samples drawn from seed, or the IDX files."""
+    if spec.synthetic:
+        return synthetic(seed, spec.synthetic)
+    return load(spec.data_dir, verify=spec.verify)
+
+
+class prefetch:
+    """read(spec, seed) on a second thread, started now: mxnet's import is about
+    2 s of Python on one core, and zlib and SHA-256 release the GIL, so the read
+    hides behind it. Only files already in place are read there (a directory
+    given, or Debian's); the download cache is left to get(), which checks and
+    repairs it under its lock, in the calling thread."""
+
+    def __init__(self, spec, seed):
+        self.spec, self.seed, self.data, self.error = spec, seed, None, None
+        self.thread = threading.Thread(target=self._read, name='distsoftmax-data', daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        try:
+            if not self.spec.synthetic and locate(self.spec.data_dir, download=False) == cache_dir():
+                return
+        except DataError:
+            return      # nothing on disk: get() reads (or downloads) in the calling thread
+        try:
+            self.data = read(self.spec, self.seed)
+        except BaseException as e:  # raised again by get()
+            self.error = e
+
+    def wait(self):
+        self.thread.join()
+
+    def get(self):
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.data if self.data is not None else read(self.spec, self.seed)
 
 
 def write_idx(path, array, magic):

@@ -1,22 +1,26 @@
 """Where the work runs: the one module that knows about processes and devices.
 
-Every layout offers the same small interface, and the training loop uses
-nothing else: rank, size, contexts, is_main, split, allreduce, broadcast,
-trainer. Layouts:
-  local    one process, one context (cpu or gpu:K)
-  devices  one process, several contexts; the Trainer's kvstore sums grads
-  horovod  one context per process; hvd.DistributedTrainer sums grads
-  mpi      one context per process; one mpi4py Allreduce of the flat grads
+Every layout offers the same small interface, and the recipe and the loop use
+nothing else: rank, size, local_rank, contexts, is_main, split, allreduce,
+broadcast, broadcast_value, barrier, trainer, agree, abort, close.
+  Local    one process, one context (cpu or gpu:K)
+  Devices  one process, several contexts; the Trainer's kvstore sums the gradients
+  Horovod  one context per process; hvd.DistributedTrainer allreduces them
+  Mpi      one context per process; mpi4py allreduces them (MpiKVStore)
 """
+import ctypes
+import hashlib
 import os
 
 import mxnet as mx
 import numpy as np
 from mxnet import gluon, nd
 
-from .errors import LayoutError, UserError
+from . import launchers
+from .errors import Agreed, LayoutError, UsageError, UserError
 
-BACKENDS = ('auto', 'local', 'devices', 'horovod', 'mpi')
+TEXT_BYTES = 4096    # an agreed error or a broadcast text travels as this many bytes
+started = []         # the layout of this process once it has joined a job; the CLI's failure path reads it
 
 
 def num_gpus():
@@ -26,132 +30,108 @@ def num_gpus():
         return 0
 
 
-def _on_gpu(devices):
-    return (devices or '').startswith('gpu') or (devices is None and num_gpus() > 0)
-
-
-def _share_cores_politely(devices):
-    """Before MPI starts: on CPU the ranks share the cores with MXNet's engine
-    threads, and a rank that busy-polls for its peers starves them (4 ranks
-    on 2 cores ran 8x slower). Open MPI then yields while it waits; it does
-    so by itself only when it knows that ranks outnumber cores."""
-    if not _on_gpu(devices):
-        os.environ.setdefault('OMPI_MCA_mpi_yield_when_idle', '1')
-
-
-def one_host():
-    """All ranks on this host, as the launcher tells it (a lone process: yes)."""
-    env = os.environ
-    for size, local in (('HOROVOD_SIZE', 'HOROVOD_LOCAL_SIZE'),
-                        ('OMPI_COMM_WORLD_SIZE', 'OMPI_COMM_WORLD_LOCAL_SIZE')):
-        if size in env and local in env:
-            return env[size] == env[local]
-    return launcher_size() == 1
-
-
-def parse_devices(spec):
-    """'cpu', 'cpu:N', 'gpu', 'gpu:K', 'gpu:0,1', 'gpu:all' -> list of contexts."""
-    kind, _, rest = spec.partition(':')
-    try:
-        if kind == 'cpu':
-            n = int(rest) if rest else 1
-            if n < 1:
-                raise ValueError
-            return [mx.cpu(i) for i in range(n)]
-        if kind == 'gpu':
-            have = num_gpus()
-            ids = list(range(have)) if rest == 'all' else [int(i) for i in rest.split(',')] if rest else [0]
-            if not ids or have == 0:
-                raise UserError(f"--devices {spec}: no GPU found (this mxnet sees {have}); use --devices cpu")
-            bad = [i for i in ids if not 0 <= i < have]
-            if bad:
-                raise UserError(f'--devices {spec}: no GPU {bad[0]} (this machine has {have})')
-            if len(set(ids)) != len(ids):
-                raise ValueError
-            return [mx.gpu(i) for i in ids]
-    except ValueError:
-        pass
-    raise UserError(f"--devices {spec}: expected cpu, cpu:N, gpu, gpu:K, gpu:0,1 or gpu:all")
-
-
-def launcher_size():
-    """World size announced by an MPI-style launcher (mpirun, srun), or 1."""
-    env = os.environ
-    # SLURM_STEP_NUM_TASKS: srun sets it in every task, with or without a PMI plugin.
-    for key in ('OMPI_COMM_WORLD_SIZE', 'PMI_SIZE', 'MPI_LOCALNRANKS', 'PMIX_SIZE',
-                'SLURM_STEP_NUM_TASKS'):
-        if key in env:
-            try:
-                return int(env[key])
-            except ValueError:
-                pass
-    return 1
-
-
-def horovod_built():
-    try:
-        import horovod.mxnet  # noqa: F401
-        return True
-    except Exception:  # ImportError, or a build without MXNet support
-        return False
-
-
-def choose_backend(backend, devices):
-    """auto: Horovod's launcher -> horovod; mpirun with several ranks -> horovod
-    if it is built, else mpi; otherwise local or devices by --devices."""
-    if backend != 'auto':
-        return backend
-    if 'HOROVOD_RANK' in os.environ or 'HOROVOD_HOSTNAME' in os.environ:
-        return 'horovod'
-    if launcher_size() > 1:
-        return 'horovod' if horovod_built() else 'mpi'
-    if devices and (devices == 'gpu:all' or ',' in devices or
-                    (devices.startswith('cpu:') and devices != 'cpu:1')):
-        return 'devices'
-    return 'local'
-
-
 class Layout:
-    """One process with one or more contexts; the base of the others."""
-    name = 'local'
-
-    def __init__(self, contexts):
-        self.contexts = contexts
-        self.rank, self.size, self.local_rank = 0, 1, 0
+    """What every layout shares; rank 0 of the job is the main one."""
+    name = ''
+    rank, size, local_rank = 0, 1, 0
+    contexts = ()
 
     @property
     def is_main(self):
         return self.rank == 0
 
-    def split(self, array, batch_axis=0, even_split=True):
-        """One part per context, as gluon.utils.split_and_load cuts it."""
-        return gluon.utils.split_and_load(array, self.contexts, batch_axis=batch_axis,
-                                          even_split=even_split)
+    def split(self, array, batch_axis=0):
+        """One equal part per context, as gluon.utils.split_and_load cuts it."""
+        return gluon.utils.split_and_load(array, self.contexts, batch_axis=batch_axis)
 
     def allreduce(self, x):
-        """Sum a float64 numpy array over workers."""
+        """The float64 numpy array x summed over workers."""
         return np.asarray(x, dtype=np.float64)
 
     def broadcast(self, params):
         """Parameters from rank 0, in place."""
 
-    def broadcast_value(self, x):
-        """A small numpy array from rank 0."""
+    def broadcast_value(self, x, root=0):
+        """A float64 numpy array from rank root."""
         return np.asarray(x, dtype=np.float64)
 
+    def barrier(self):
+        self.allreduce(np.zeros(1))
+
+    def broadcast_text(self, text, root=0, code=0):
+        """A str (up to TEXT_BYTES of UTF-8) and an int from rank root: (text, code)."""
+        sent = np.zeros(TEXT_BYTES + 1)
+        if self.rank == root:
+            raw = text.encode()[:TEXT_BYTES]
+            sent[:len(raw)] = np.frombuffer(raw, np.uint8)
+            sent[-1] = code
+        got = self.broadcast_value(sent, root=root)
+        return got[:-1].astype(np.uint8).tobytes().rstrip(b'\0').decode(errors='replace'), int(got[-1])
+
     def trainer(self, params, lr, fp16_allreduce=False):
-        """A Trainer whose step(n) takes the global sample count of the step."""
-        # 'device' kvstore: sums the per-context grads; none is made for one context
+        """SGD whose step(n) sums the gradients of every context and worker and divides by n."""
+        if fp16_allreduce:
+            raise UsageError('--fp16-allreduce needs the horovod backend')
+        # 'device': sums the per-context gradients; none is made for one context
         return gluon.Trainer(params, 'sgd', {'learning_rate': lr}, kvstore='device')
 
-    def describe(self):
-        return f'{self.name}, {self.size} worker(s) x {len(self.contexts)} device(s) ({self.contexts[0]})'
+    def agree(self, check):
+        """check() on every rank; if it raised a UserError on any rank, every rank
+        raises the first failing rank's error (errors.Agreed, its exit code), so
+        that every rank exits alike and none waits on a peer that has left."""
+        try:
+            result, error = check(), None
+        except UserError as e:
+            result, error = None, e
+        return self._agreed(result, error)
+
+    def _agreed(self, result, error):
+        failed = np.zeros(self.size)
+        failed[self.rank] = error is not None
+        failed = self.allreduce(failed)
+        if not failed.any():
+            return result
+        first = int(np.flatnonzero(failed)[0])
+        text, code = (str(error), error.exit_code) if error is not None else ('', 0)
+        if self.size > 1:
+            text, code = self.broadcast_text(text, root=first, code=code)
+        raise Agreed(text, code) from error
+
+    def replicas_identical(self, params):
+        """Every context of every rank holds bit-identical parameters (digests compared)."""
+        digests = []
+        for p in params.values():
+            per_ctx = {hashlib.sha256(d.asnumpy().tobytes()).digest()[:4] for d in p.list_data()}
+            if len(per_ctx) > 1:
+                return False
+            digests.append(int.from_bytes(per_ctx.pop(), 'big'))
+        mine = np.array(digests, dtype=np.float64)
+        return bool(np.all(self.allreduce(mine) == mine * self.size))
+
+    def peer_failed(self, error):
+        """Whether error says that another rank failed or left."""
+        return False
+
+    def abort(self, code):
+        """End every rank of the job now (a failure on this rank alone)."""
+        _exit_now(code)
 
     def close(self):
-        pass
+        """Leave the job; every rank calls it."""
+
+    def describe(self):
+        devices = ', '.join(str(c) for c in self.contexts)
+        return f'{self.name}, {self.size} worker(s) x {len(self.contexts)} device(s) ({devices})'
 
 
-class Devices(Layout):
+class Local(Layout):
+    name = 'local'
+
+    def __init__(self, contexts):
+        self.contexts = contexts
+
+
+class Devices(Local):
     name = 'devices'
 
 
@@ -164,49 +144,40 @@ class Horovod(Layout):
         except Exception as e:
             raise LayoutError(f'--backend horovod: Horovod with MXNet is not available ({e}); '
                               'run ./bootstrap.sh setup, or use --backend mpi') from None
-        _share_cores_politely(devices)
-        if not _on_gpu(devices) and one_host():
-            # a step of this model takes 1-2 ms: Horovod's default 1 ms cycle adds up
-            # to a cycle of waiting to each step's allreduce (-np 2 on 2 cores: 1.2x
-            # faster at 0.1 ms). Where measured only: on CPU, on one host, since each
-            # cycle also talks to every rank. Read by hvd.init(); the user's value wins.
-            os.environ.setdefault('HOROVOD_CYCLE_TIME', '0.1')
-        hvd.init()  # distributed: join the job started by horovodrun / mpirun
+        _set_defaults_for(devices, horovod=True)
+        hvd.init()
+        started.append(self)
         self.hvd = hvd
         self.rank, self.size, self.local_rank = hvd.rank(), hvd.size(), hvd.local_rank()
-        self.contexts = _one_context(self.name, devices, self.local_rank)
         self._calls = 0
+        self.contexts = self.agree(lambda: one_context(devices, self.local_rank))
 
     def _name(self, what):
         self._calls += 1
         return f'distsoftmax.{what}.{self._calls}'
 
     def allreduce(self, x):
-        # distributed: sum metrics over ranks
         t = nd.array(np.asarray(x, dtype=np.float64), dtype='float64')
         return self.hvd.allreduce(t, op=self.hvd.Sum, name=self._name('allreduce')).asnumpy()
 
     def broadcast(self, params):
-        # distributed: every rank starts from rank 0's parameters
         self.hvd.broadcast_parameters(params, root_rank=0)
 
-    def broadcast_value(self, x):
+    def broadcast_value(self, x, root=0):
         t = nd.array(np.asarray(x, dtype=np.float64), dtype='float64')
-        return self.hvd.broadcast(t, root_rank=0, name=self._name('bcast')).asnumpy()
+        return self.hvd.broadcast(t, root_rank=root, name=self._name('bcast')).asnumpy()
 
     def trainer(self, params, lr, fp16_allreduce=False):
-        hvd = self.hvd
-        compression = hvd.Compression.fp16 if fp16_allreduce else hvd.Compression.none
+        compression = self.hvd.Compression.fp16 if fp16_allreduce else self.hvd.Compression.none
+        # DistributedTrainer averages: it divides rescale_grad by the world size.
+        # Starting it at the world size makes step(n) divide the sum by n, as elsewhere.
+        return self.hvd.DistributedTrainer(params, 'sgd', {'learning_rate': lr, 'rescale_grad': self.size},
+                                           compression=compression)
 
-        class GlobalBatchTrainer(hvd.DistributedTrainer):
-            # distributed: grads are summed over ranks by Horovod; its trainer
-            # also divides by size, which we undo so that step(n) takes the
-            # global count, as in every other layout
-            def __init__(self, *a, **kw):
-                super().__init__(*a, **kw)
-                self._scale *= hvd.size()
-
-        return GlobalBatchTrainer(params, 'sgd', {'learning_rate': lr}, compression=compression)
+    def peer_failed(self, error):
+        text = str(error)
+        return 'Horovod has been shut down' in text or 'HorovodInternalError' in text or \
+            type(error).__name__ == 'HorovodInternalError'
 
     def close(self):
         self.hvd.shutdown()
@@ -216,86 +187,194 @@ class Mpi(Layout):
     name = 'mpi'
 
     def __init__(self, devices):
-        _share_cores_politely(devices)
+        _set_defaults_for(devices)
         try:
             from mpi4py import MPI
         except Exception as e:
             raise LayoutError(f'--backend mpi: mpi4py is not available ({e}); '
                               'pip install mpi4py, or run ./bootstrap.sh setup') from None
         self.MPI, self.comm = MPI, MPI.COMM_WORLD
+        started.append(self)
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         self.local_rank = self.comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
-        self.contexts = _one_context(self.name, devices, self.local_rank)
+        self.contexts = self.agree(lambda: one_context(devices, self.local_rank))
 
     def allreduce(self, x):
         x = np.ascontiguousarray(x, dtype=np.float64)
         out = np.empty_like(x)
-        self.comm.Allreduce(x, out, op=self.MPI.SUM)  # distributed: sum over ranks
+        self.comm.Allreduce(x, out, op=self.MPI.SUM)
         return out
 
     def broadcast(self, params):
         for _, p in sorted(params.items()):
             a = p.data().asnumpy()
-            self.comm.Bcast(a, root=0)  # distributed: rank 0's values everywhere
+            self.comm.Bcast(a, root=0)
             p.set_data(nd.array(a, dtype=a.dtype))
 
-    def broadcast_value(self, x):
-        x = np.ascontiguousarray(x, dtype=np.float64)
-        self.comm.Bcast(x, root=0)
+    def broadcast_value(self, x, root=0):
+        x = np.array(x, dtype=np.float64)
+        self.comm.Bcast(x, root=root)
         return x
 
     def trainer(self, params, lr, fp16_allreduce=False):
         if fp16_allreduce:
-            raise UserError('--fp16-allreduce needs the horovod backend')
-        comm, MPI = self.comm, self.MPI
+            raise UsageError('--fp16-allreduce needs the horovod backend')
+        return gluon.Trainer(params, 'sgd', {'learning_rate': lr}, kvstore=MpiKVStore(self.comm))
 
-        class AllreduceTrainer(gluon.Trainer):
-            def _allreduce_grads(self):
-                # distributed: one Allreduce (sum) of all grads, flattened
-                grads = [p.list_grad()[0] for p in self._params if p.grad_req != 'null']
-                flat = nd.concat(*[g.reshape(-1) for g in grads], dim=0).asnumpy()
-                total = np.empty_like(flat)
-                comm.Allreduce(flat, total, op=MPI.SUM)
-                offset = 0
-                for g in grads:
-                    g[:] = nd.array(total[offset:offset + g.size], ctx=g.context).reshape(g.shape)
-                    offset += g.size
-
-        return AllreduceTrainer(params, 'sgd', {'learning_rate': lr}, kvstore=None)
+    def abort(self, code):
+        self.comm.Abort(code)  # every rank of the job ends; mpirun reports it
 
     def close(self):
-        self.MPI.Finalize()  # here: mpi4py would at interpreter teardown, which run() skips
+        self.MPI.Finalize()  # here, since run() skips the interpreter teardown where mpi4py would
 
 
-def _one_context(name, devices, local_rank):
+class MpiKVStore(mx.kvstore.KVStoreBase):
+    """The Trainer's gradient reduction as an mpi4py Allreduce (sum), through
+    MXNet's public custom-kvstore interface. CPU gradients are reduced in place
+    in their own memory; others through a host copy (the MPI is not assumed
+    CUDA-aware)."""
+
+    def __init__(self, comm):
+        from mpi4py import MPI
+        self.comm, self.MPI = comm, MPI
+
+    def broadcast(self, key, value, out, priority=0):
+        for v, o in zip(_listed(value), _listed(out)):
+            o[:] = v   # the layout broadcasts parameters itself, before the Trainer
+
+    def pushpull(self, key, value, out=None, priority=0):
+        for grad, dest in zip(_listed(value), _listed(out if out is not None else value)):
+            if grad.context.device_type == 'cpu' and dest is grad:
+                grad.wait_to_read()
+                self.comm.Allreduce(self.MPI.IN_PLACE, _host_view(grad), op=self.MPI.SUM)
+            else:
+                host = grad.asnumpy()
+                self.comm.Allreduce(self.MPI.IN_PLACE, host, op=self.MPI.SUM)
+                dest[:] = nd.array(host, ctx=dest.context, dtype=host.dtype)
+
+    @staticmethod
+    def is_capable(capability):
+        return False   # no optimizer on the store: the Trainer updates locally
+
+    @property
+    def type(self):
+        return 'mpi4py'
+
+    @property
+    def rank(self):
+        return self.comm.Get_rank()
+
+    @property
+    def num_workers(self):
+        return self.comm.Get_size()
+
+    def save_optimizer_states(self, fname, dump_optimizer=False):
+        raise NotImplementedError
+
+    def load_optimizer_states(self, fname):
+        raise NotImplementedError
+
+
+def _listed(x):
+    return x if isinstance(x, (list, tuple)) else [x]
+
+
+def _host_view(array):
+    """A numpy view of a CPU NDArray's own memory (no copy); the array must be ready."""
+    ptr = ctypes.c_void_p()
+    mx.base.check_call(mx.base._LIB.MXNDArrayGetData(array.handle, ctypes.byref(ptr)))
+    ctype = np.ctypeslib.as_ctypes_type(np.dtype(array.dtype))
+    return np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctype)), shape=array.shape)
+
+
+def _set_defaults_for(devices, horovod=False):
+    """Defaults read when MPI or Horovod start; a value the user set wins (README:
+    "Defaults"; the measurements are in bench/)."""
+    on_cpu = devices.kind == 'cpu' or (devices.kind is None and num_gpus() == 0)
+    if on_cpu:
+        # a rank that busy-polls for its peers starves MXNet's engine threads on
+        # shared cores; Open MPI yields by itself only when ranks outnumber cores
+        os.environ.setdefault('OMPI_MCA_mpi_yield_when_idle', '1')
+    if horovod and on_cpu and launchers.one_host():
+        # a step takes 1-2 ms on CPU: Horovod's 1 ms cycle would add up to a cycle a step
+        os.environ.setdefault('HOROVOD_CYCLE_TIME', '0.1')
+
+
+def one_context(devices, local_rank):
     """One device per process: Horovod reduces only a process's first context."""
-    kind, _, rest = (devices or '').partition(':')
-    if kind == 'cpu' and rest in ('', '1'):
+    if devices.several:
+        raise UsageError(f'--devices {devices}: horovod and mpi use one device per process '
+                         '(several devices per Horovod process are not reduced); '
+                         'use --devices cpu or gpu and start one process per device')
+    if devices.kind == 'cpu':
         return [mx.cpu()]
-    if kind == 'gpu' and (rest == '' or rest.isdigit()):
-        if num_gpus() == 0:
-            raise UserError(f'--devices {devices}: no GPU found; use --devices cpu')
-        return [mx.gpu(local_rank % num_gpus())]
-    if not devices:
-        return [mx.gpu(local_rank % num_gpus())] if num_gpus() else [mx.cpu()]
-    raise UserError(f'--devices {devices}: the {name} backend uses one device per process '
-                    '(several devices per Horovod process are not reduced); '
-                    'use --devices cpu or gpu and start one process per device')
+    gpus = num_gpus()
+    if devices.kind == 'gpu' and gpus == 0:
+        raise UsageError(f'--devices {devices}: no GPU found; use --devices cpu')
+    return [mx.gpu(local_rank % gpus)] if gpus else [mx.cpu()]
 
 
-def make(backend='auto', devices=None):
-    """The layout for this process, from --backend and --devices."""
-    if backend not in BACKENDS:
-        raise UserError(f"--backend {backend}: expected one of {', '.join(BACKENDS)}")
+def contexts_of(devices):
+    """The contexts of one process for --devices."""
+    if devices.kind == 'cpu':
+        return [mx.cpu(i) for i in range(devices.count)]
+    have = num_gpus()
+    if devices.kind is None:
+        return [mx.gpu(0)] if have else [mx.cpu()]
+    ids = list(range(have)) if devices.gpu_ids is None else list(devices.gpu_ids)
+    if not ids or have == 0:
+        raise UsageError(f'--devices {devices}: no GPU found (this mxnet sees {have}); use --devices cpu')
+    bad = [i for i in ids if i >= have]
+    if bad:
+        raise UsageError(f'--devices {devices}: no GPU {bad[0]} (this machine has {have})')
+    return [mx.gpu(i) for i in ids]
+
+
+def horovod_built():
+    try:
+        import horovod.mxnet  # noqa: F401
+        return True
+    except Exception:  # ImportError, or a build without MXNet support
+        return False
+
+
+def choose_backend(backend, devices):
+    """auto: horovodrun -> horovod; another launcher with several ranks -> horovod
+    if it is built, else mpi; otherwise devices for several devices, else local.
+    local or devices under a launcher of several ranks is refused: each rank
+    would train alone and write the same files."""
+    ranks = launchers.world_size()
+    if backend in ('local', 'devices') and ranks > 1:
+        raise UsageError(f'--backend {backend} under a launcher of {ranks} ranks would train {ranks} '
+                         'separate models: use --backend auto, horovod or mpi')
+    if backend != 'auto':
+        return backend
+    if launchers.by_horovodrun():
+        return 'horovod'
+    if ranks > 1:
+        return 'horovod' if horovod_built() else 'mpi'
+    return 'devices' if devices.several else 'local'
+
+
+def start(backend, devices):
+    """The layout of this process: joins the job (hvd.init, MPI_Init) where there is one."""
     chosen = choose_backend(backend, devices)
     if chosen == 'horovod':
         return Horovod(devices)
     if chosen == 'mpi':
         return Mpi(devices)
-    if devices is None:
-        contexts = [mx.gpu(0)] if num_gpus() else [mx.cpu()]
-    else:
-        contexts = parse_devices(devices)
+    contexts = contexts_of(devices)
     if chosen == 'local' and len(contexts) > 1:
-        raise UserError(f'--devices {devices}: the local backend uses one device; use --backend devices')
-    return (Devices if len(contexts) > 1 or chosen == 'devices' else Layout)(contexts)
+        raise UsageError(f'--devices {devices}: the local backend uses one device; use --backend devices')
+    return (Devices if chosen == 'devices' else Local)(contexts)
+
+
+def _exit_now(code):
+    """Leave at once, without the interpreter's teardown (which can wait on peers)."""
+    import sys
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)

@@ -1,36 +1,90 @@
-"""What rank 0 shows and writes: epoch lines, progress, metrics, plots, tables."""
+"""What rank 0 shows and writes: log lines, progress, metrics, plots, tables."""
 import json
-import os
 import sys
-import tempfile
+import time
 
-from .data import CLASSES
-from .errors import UserError
-
-
-def check_output_file(flag, path):
-    """An output path that cannot be written fails before any training."""
-    if os.path.isdir(path):
-        raise UserError(f'{flag} {path}: is a directory, expected a file name')
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise UserError(f'{flag} {path}: directory {parent} does not exist')
-    try:
-        with tempfile.NamedTemporaryFile(dir=parent, prefix='.distsoftmax-probe'):
-            pass
-    except OSError as e:
-        raise UserError(f'{flag} {path}: cannot write in {parent} ({e.strerror})') from None
+from .files import write_atomic, write_text
 
 
-def write_atomic(path, write):
-    """write(tmp_path), then rename: readers never see half a file."""
-    tmp = f'{path}.tmp{os.getpid()}'
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+class Log:
+    """What rank 0 prints: one line an event, each in one write (a launcher that
+    tags output lines sees whole lines); other ranks print nothing. Results go to
+    stdout, notes to stderr; timestamps: an ISO 8601 time first on each line."""
+
+    def __init__(self, main, quiet=False, timestamps=False):
+        self.main, self.quiet, self.timestamps = main, quiet, timestamps
+
+    def _emit(self, line, stream):
+        if self.timestamps:
+            line = time.strftime('%Y-%m-%dT%H:%M:%S%z ') + line
+        stream.write(line + '\n')
+        stream.flush()
+
+    def info(self, line):
+        if self.main and not self.quiet:
+            self._emit(line, sys.stdout)
+
+    def always(self, line):
+        if self.main:
+            self._emit(line, sys.stdout)
+
+    def warn(self, line):
+        if self.main:
+            self._emit(f'distsoftmax: {line}', sys.stderr)
+
+    def resumed(self, cfg, done):
+        if done:
+            self.info(f'resumed from {cfg.checkpoint_dir} after epoch {done}')
+        if done >= cfg.epochs:
+            self.info(f'already trained {_count(done, "epoch")} (--epochs {cfg.epochs}): nothing to do')
+
+    def epoch(self, metrics, saved_in=None):
+        self.info(epoch_line(metrics) + (f', saved in {saved_in}' if saved_in else ''))
+
+    def done(self, s):
+        if s['test_acc'] is None:
+            return
+        this_run = s['epochs'] - s['resumed_after']
+        epochs = _count(s['epochs'], 'epoch') + (f' ({this_run} this run)' if s['resumed_after'] else '')
+        self.always(f"done: {s['describe']}, {epochs}, {s['seconds']:.1f} s training, "
+                    f"final test acc {s['test_acc']:.4f}")
+
+    def progress(self, epochs):
+        """A per-epoch progress bar factory on a terminal, else None."""
+        if not self.main or self.quiet or not sys.stderr.isatty():
+            return None
+        return lambda epoch: progress_bar(True, epoch, epochs)
+
+
+def _count(n, noun):
+    return f'{n} {noun}' + ('' if n == 1 else 's')
+
+
+def summary(history, resumed_after, seconds, total_seconds, layout, in_sync):
+    """The metrics file's last object: the run as a whole."""
+    trained = sum(m.get('samples', m['samples_per_s'] * m['seconds']) for m in history[resumed_after:])
+    return {'summary': True, 'epochs': len(history), 'resumed_after': resumed_after,
+            'test_acc': history[-1]['test_acc'] if history else None,
+            'seconds': seconds, 'samples_per_s': trained / seconds if seconds else 0.0,
+            'total_seconds': total_seconds, 'layout': layout.name, 'world_size': layout.size,
+            'devices': len(layout.contexts), 'describe': layout.describe(),
+            'replicas_identical': in_sync}
+
+
+def run_title(cfg, s):
+    return (f"{s['layout']}, {s['world_size']} worker(s) x {s['devices']} device(s); "
+            f"lr {cfg.lr}, global batch {cfg.batch_size}, {_count(s['epochs'], 'epoch')}, seed {cfg.seed}")
+
+
+def evaluation(cfg, epoch, correct, n, matrix, classes):
+    print(f'checkpoint {cfg.checkpoint_dir} (epoch {epoch}): test acc {correct / n:.4f} ({int(correct)}/{n})')
+    print('per-class accuracy:')
+    print(per_class_table(matrix, classes))
+    print('confusion matrix (rows: true class, columns: predicted):')
+    print(confusion_table(matrix, classes))
+    if cfg.plot:
+        plot_confusion(cfg.plot, matrix, classes, f'{cfg.checkpoint_dir}, epoch {epoch}: '
+                                                  f'test acc {correct / n:.4f}')
 
 
 def epoch_line(m):
@@ -39,8 +93,9 @@ def epoch_line(m):
 
 
 def write_metrics(path, history, summary=None):
+    """One JSON object a line: every epoch's metrics, then the summary if given."""
     lines = [json.dumps(m) for m in history] + ([json.dumps(summary)] if summary else [])
-    write_atomic(path, lambda p: open(p, 'w').write(''.join(line + '\n' for line in lines)))
+    write_text(path, ''.join(line + '\n' for line in lines))
 
 
 def _pyplot():
@@ -50,8 +105,9 @@ def _pyplot():
     return plt
 
 
-def plot_history(path, history):
+def plot_history(path, history, title=''):
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
     epochs = [m['epoch'] for m in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
     ax1.plot(epochs, [m['train_loss'] for m in history], 'o-', label='train loss')
@@ -59,39 +115,43 @@ def plot_history(path, history):
     ax2.plot(epochs, [m['train_acc'] for m in history], 'o-', label='train acc')
     ax2.plot(epochs, [m['test_acc'] for m in history], 's--', label='test acc')
     ax2.set_xlabel('epoch'), ax2.set_ylabel('accuracy'), ax2.legend()
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     write_atomic(path, lambda p: fig.savefig(p, format='png', dpi=100))
     plt.close(fig)
 
 
-def plot_confusion(path, matrix):
+def plot_confusion(path, matrix, classes, title=''):
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 6))
     im = ax.imshow(matrix, cmap='Blues')
-    ax.set_xticks(range(10), CLASSES, rotation=45, ha='right')
-    ax.set_yticks(range(10), CLASSES)
+    ax.set_xticks(range(10), classes, rotation=45, ha='right')
+    ax.set_yticks(range(10), classes)
     ax.set_xlabel('predicted'), ax.set_ylabel('true')
     for i in range(10):
         for j in range(10):
             ax.text(j, i, int(matrix[i, j]), ha='center', va='center', fontsize=7,
                     color='white' if matrix[i, j] > matrix.max() / 2 else 'black')
-    fig.colorbar(im)
+    fig.colorbar(im, label='test samples')
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     write_atomic(path, lambda p: fig.savefig(p, format='png', dpi=100))
     plt.close(fig)
 
 
-def confusion_table(matrix):
-    short = [c[:8] for c in CLASSES]
+def confusion_table(matrix, classes):
+    short = [c[:8] for c in classes]
     rows = ['true \\ pred  ' + ' '.join(f'{c:>8}' for c in short)]
-    for name, row in zip(CLASSES, matrix):
+    for name, row in zip(classes, matrix):
         rows.append(f'{name[:12]:<12} ' + ' '.join(f'{int(v):>8}' for v in row))
     return '\n'.join(rows)
 
 
-def per_class_table(matrix):
+def per_class_table(matrix, classes):
     rows = []
-    for name, row, i in zip(CLASSES, matrix, range(10)):
+    for name, row, i in zip(classes, matrix, range(10)):
         total = row.sum()
         acc = row[i] / total if total else float('nan')
         rows.append(f'  {name:<12} {acc:.3f}  ({int(row[i])}/{int(total)})')
@@ -105,11 +165,12 @@ def progress_bar(enabled, epoch, epochs):
     from tqdm import tqdm
     bar = tqdm(total=None, desc=f'epoch {epoch + 1}/{epochs}', unit='step', leave=False)
 
-    def update(step, total, loss):
+    def update(step, total, loss_sum, samples):
+        """loss_sum: the step's summed loss on the first context, over its samples."""
         bar.total = total
         if step % 20 == 0 or step == total:
             # a sync, but only on a terminal and every 20 steps
-            bar.set_postfix(loss=f'{loss.asscalar():.1f}', refresh=False)
+            bar.set_postfix(loss=f'{loss_sum.asscalar() / samples:.4f}', refresh=False)
         bar.update(1)
         if step == total:
             bar.close()

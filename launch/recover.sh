@@ -16,21 +16,13 @@
 #   LAUNCHER       the script that runs horovodrun (default: launch/local.sh;
 #                  launch/multihost.sh for several hosts); NP, HOROVOD_CONTROLLER,
 #                  HOSTFILE, ... go to it
-#   PYTHON         the interpreter for the argument check (default: the repo's
-#                  .venv/bin/python, else python)
-# Exit status: 0 once a run succeeds, else the last attempt's status. The
-# arguments are checked once before the first attempt (bad flags exit 2 and
-# are not retried); SIGINT / SIGTERM of this script go to the running attempt
-# and end the retries.
+# Exit status: 0 once a run succeeds, else the last attempt's status. A dry
+# run (--dry-run, every check before training, under the same launcher) comes
+# first: what it rejects exits 2 and is not retried. SIGINT / SIGTERM of this
+# script go to the running attempt and end the retries.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo=$(dirname "$here")
-if [ -x "$repo/.venv/bin/python" ]; then
-    python=${PYTHON:-$repo/.venv/bin/python}
-else
-    python=${PYTHON:-python}
-fi
 launcher=${LAUNCHER:-$here/local.sh}
 max_restarts=${MAX_RESTARTS:-3}
 backoff=${BACKOFF:-5}
@@ -58,12 +50,14 @@ fi
 if [ -z "$resume" ]; then
     args+=(--resume)
 fi
-# bad flags fail the same way on every attempt: check them once, here
-skip=0
-case "${args[0]:-}" in --gloo | --mpi) skip=1 ;; esac  # local.sh's, not distsoftmax's
-PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" "$python" -c \
-    'import sys; from distsoftmax.cli import parse_args; parse_args(sys.argv[1:])' \
-    "${args[@]:$skip}"
+# What fails the same way on every attempt (a flag, the data, a checkpoint made
+# with other flags, a world size that does not divide the batch) fails this dry
+# run under the real launcher: it is said once and not retried.
+say "dry run: $launcher ${args[*]} --dry-run"
+if ! "$launcher" "${args[@]}" --dry-run; then
+    say "the dry run failed (the error above): not starting, nothing to retry"
+    exit 2
+fi
 
 stopped='' child=''
 trap 'stopped=1; if [ -n "$child" ]; then kill -TERM "$child" 2>/dev/null || true; fi' INT TERM

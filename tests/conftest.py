@@ -5,18 +5,25 @@ import sys
 import numpy as np
 import pytest
 
-from distsoftmax import data
+from distsoftmax import data, launchers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
+FAULTS = os.path.join(ROOT, 'tests', 'faults')   # a sitecustomize that injects DISTSOFTMAX_FAULT
+TUNED = ('OMP_NUM_THREADS', 'HOROVOD_CYCLE_TIME', 'OMPI_MCA_mpi_yield_when_idle')
 
 
 def env(**extra):
-    """The environment a launched run gets: the venv first, one thread a rank."""
+    """The environment a launched run gets: the venv first, one thread a rank, no
+    launcher's variables of the test's own process; with DISTSOFTMAX_FAULT, the
+    fault injector on PYTHONPATH."""
     e = dict(os.environ, PATH=BIN + os.pathsep + os.environ.get('PATH', ''),
              OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
-    e.pop('DISTSOFTMAX_FAULT', None)
+    for key in launchers.VARIABLES + ('DISTSOFTMAX_FAULT',):
+        e.pop(key, None)
     e.update({k: str(v) for k, v in extra.items()})
+    if 'DISTSOFTMAX_FAULT' in extra:
+        e['PYTHONPATH'] = os.pathsep.join(filter(None, [FAULTS, e.get('PYTHONPATH')]))
     return e
 
 
@@ -30,7 +37,7 @@ def run_cli(*args, timeout=300, extra_env=None, **kw):
 def probe(code, **set_env):
     """Run CODE in a fresh interpreter whose environment lacks the tuned variables."""
     e = env(**set_env)
-    for key in ('OMP_NUM_THREADS', 'HOROVOD_CYCLE_TIME', 'OMPI_MCA_mpi_yield_when_idle'):
+    for key in TUNED:
         if key not in set_env:
             e.pop(key, None)
     r = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=e, capture_output=True,

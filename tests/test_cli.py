@@ -44,6 +44,8 @@ def _tree_digest(path):
     for root, dirs, files in sorted(os.walk(path)):
         dirs.sort()
         for f in sorted(files):
+            if f.startswith('.lock'):   # the run's lock, not the checkpoint
+                continue
             h.update(f.encode() + open(os.path.join(root, f), 'rb').read())
     return h.hexdigest()
 
@@ -62,16 +64,22 @@ CASES = [
     (['--lr', '-0.1'], '--lr: -0.1 must be a positive'),
     (['--lr', 'fast'], "--lr: 'fast' is not a number"),
     (['--lr', 'inf'], '--lr: inf must be a positive'),
+    (['--lr', '1e39'], '--lr: 1e39 must be a positive number below 3.403e+38'),
+    (['--lr', 'nan'], '--lr: nan must be a positive'),
     (['--seed', '-1'], '--seed: -1 must be 0 or more'),
     (['--seed', 'x'], "--seed: 'x' is not an integer"),
     (['--synthetic', '0'], '--synthetic: 0 must be a positive'),
-    (['--devices', 'tpu:1', *TINY], '--devices tpu:1: expected cpu, cpu:N'),
-    (['--devices', 'cpu:0', *TINY], '--devices cpu:0'),
+    (['--devices', 'tpu:1', *TINY], 'argument --devices: tpu:1: expected cpu, cpu:N'),
+    (['--devices', 'cpu:0', *TINY], 'argument --devices: cpu:0: expected'),
     (['--devices', 'gpu:0', *TINY], '--devices gpu:0: no GPU found'),
     (['--backend', 'nccl'], "--backend: invalid choice: 'nccl'"),
     (['--resume'], '--resume needs --checkpoint-dir'),
     (['--synthetic', '--data-dir', '/tmp'], '--data-dir: not allowed with argument --synthetic'),
-    (['--batch-size', '255', '--devices', 'cpu:2', *TINY], '--batch-size 255 is not divisible by workers x devices = 2'),
+    (['--batch-size', '255', '--devices', 'cpu:2', *TINY], '--batch-size 255 is not divisible by workers x devices = 2: use a multiple of 2 (e.g. 252, 254, 256, 258)'),
+    (['--synthetic', '1', '--devices', 'cpu:2', '--batch-size', '2', '--quiet'], '1 training samples, fewer than workers x devices = 2'),
+    (['--synthetic', '100', '--drop-last', '--quiet'], '100 training samples, fewer than a batch'),
+    (['--overwrite'], '--overwrite needs --checkpoint-dir'),
+    (['--resume', '--overwrite', '--checkpoint-dir', '{tmp}'], 'not allowed with argument --resume'),
     (['--fp16-allreduce', *TINY], '--fp16-allreduce needs the horovod backend'),
     (['--frobnicate'], 'unrecognized arguments: --frobnicate'),
     # data
@@ -83,7 +91,11 @@ CASES = [
     (['--checkpoint-dir', '{ck}', '--resume', *TINY, '--lr', '0.2'], 'made with --lr 0.1, this run has 0.2'),
     (['--checkpoint-dir', '{ck}', '--resume', *TINY, '--batch-size', '128'], 'made with --batch-size 256, this run has 128'),
     (['--checkpoint-dir', '{ck}', '--resume', *TINY, '--seed', '3'], 'made with --seed 0, this run has 3'),
-    (['--checkpoint-dir', '{ck}', '--resume', '--synthetic', '600', '--epochs', '2'], 'made with --data synthetic:512'),
+    (['--checkpoint-dir', '{ck}', '--resume', '--synthetic', '600', '--epochs', '2'], 'trained on synthetic data (512 samples, seed 0), this run has synthetic data (600 samples, seed 0)'),
+    (['--checkpoint-dir', '{ck}', '--resume', '--data-dir', '{idx}', '--no-verify', '--epochs', '2'], 'trained on synthetic data (512 samples, seed 0), this run has other IDX data'),
+    (['--checkpoint-dir', '{ck}', *TINY], 'holds a checkpoint of epoch 1; pass --resume to continue it, --overwrite to start over'),
+    (['evaluate', '--checkpoint-dir', '{ck}', '--synthetic', '999'], 'trained on synthetic data (512 samples, seed 0), not --synthetic 999'),
+    (['evaluate', '--checkpoint-dir', '{ck}', '--data-dir', '{idx}'], 'trained on synthetic data (512 samples, seed 0), not --data-dir'),
     (['--checkpoint-dir', '{ck:state}', '--resume', *TINY], 'state.json: not a distsoftmax checkpoint state'),
     (['--checkpoint-dir', '{ck:truncate}', '--resume', *TINY], 'model.params: SHA-256 differs from state.json'),
     (['--checkpoint-dir', '{ck:remove}', '--resume', *TINY], 'model.params: missing'),
@@ -92,7 +104,7 @@ CASES = [
     (['evaluate', '--checkpoint-dir', '{ck:truncate}', '--synthetic', '512'], 'model.params: SHA-256 differs'),
     # output paths
     (['--metrics', '{tmp}', *TINY], '--metrics {tmp}: is a directory'),
-    (['--metrics', '{tmp}/no/such/m.jsonl', *TINY], 'directory {tmp}/no/such does not exist'),
+    (['--metrics', '{tmp}/afile/m.jsonl', *TINY], '--metrics {tmp}/afile/m.jsonl: cannot write in {tmp}/afile'),
     (['--plot', '/proc/distsoftmax.png', *TINY], '--plot /proc/distsoftmax.png: cannot write in /proc'),
     (['--checkpoint-dir', '{tmp}/afile', *TINY], '--checkpoint-dir {tmp}/afile: exists and is not a directory'),
     (['--checkpoint-dir', '/proc/ck', *TINY], '--checkpoint-dir /proc/ck: cannot create'),
@@ -129,7 +141,7 @@ def test_bad_input_is_one_clear_line(args, message, tmp_path, good_checkpoint, i
     assert r.returncode != 0
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, r.stderr
-    assert message.format(tmp=tmp_path) in lines[0], lines[0]
+    assert lines[0].startswith('distsoftmax: error: ') and message.format(tmp=tmp_path) in lines[0], lines[0]
     assert 'Traceback' not in r.stderr + r.stdout
     assert _tree_digest(ck) == before                          # no checkpoint damaged
     leftovers = [f for _, _, fs in os.walk(tmp_path) for f in fs if '.tmp' in f or f.endswith('.jsonl')]
@@ -166,15 +178,16 @@ def test_data_read_beside_the_mxnet_import_gives_the_same_data_and_errors(tmp_pa
     import threading
 
     import numpy as np
-    from distsoftmax import cli, data
+    from distsoftmax import config, data
     from distsoftmax.errors import DataError
-    args = cli.parse_args(['--data-dir', str(idx_dir), '--no-verify'])
-    got, want = cli._Prefetch(args).get(), data.load(str(idx_dir), verify=False)
+    spec = config.Data(str(idx_dir), verify=False)
+    got, want = data.prefetch(spec, 0).get(), data.load(str(idx_dir), verify=False)
     assert all(np.array_equal(getattr(got, k), getattr(want, k))
                for k in ('train_images', 'train_labels', 'test_images', 'test_labels'))
+    assert got.identity == want.identity and set(got.identity['sha256']) == set(data.FILES)
     # a bad file: the thread's DataError reaches the caller unchanged
     with pytest.raises(DataError, match='SHA-256 of its content'):
-        cli._Prefetch(cli.parse_args(['--data-dir', str(idx_dir)])).get()
+        data.prefetch(config.Data(str(idx_dir)), 0).get()
     # nothing on disk: the thread does not download; get() does, in the caller
     calls = []
     monkeypatch.delenv('DISTSOFTMAX_DATA', raising=False)
@@ -182,13 +195,13 @@ def test_data_read_beside_the_mxnet_import_gives_the_same_data_and_errors(tmp_pa
     monkeypatch.setattr(data, 'DEBIAN_DIR', str(tmp_path / 'nowhere'))
     monkeypatch.setattr(data, '_download', lambda cache: calls.append(threading.current_thread()))
     with pytest.raises(DataError, match='not found'):
-        cli._Prefetch(cli.parse_args([])).get()
+        data.prefetch(config.Data(), 0).get()
     assert calls == [threading.main_thread()]
     # files in the download cache: the caller reads them, through the checks and
     # repair of _download (under its lock), never the thread
     shutil.copytree(idx_dir, data.cache_dir())
     calls.clear()
-    pending = cli._Prefetch(cli.parse_args(['--no-verify']))
+    pending = data.prefetch(config.Data(verify=False), 0)
     pending.wait()
     assert pending.data is None and pending.error is None
     assert len(pending.get().train_labels) == 600 and calls == [threading.main_thread()]

@@ -113,15 +113,26 @@ def test_hosts_example_is_a_horovodrun_hostfile():
     assert hosts.parse_host_files(path) == 'node1:4,node2:4'
 
 
-def test_recover_sh_checks_its_arguments_before_launching():
-    script = os.path.join(LAUNCH, 'recover.sh')
-    p = subprocess.run([script, '--epochs', '1'], capture_output=True, text=True, timeout=60,
-                       env=launcher_env(LAUNCHER='/bin/false'))
+def test_recover_sh_needs_a_checkpoint_dir():
+    p = subprocess.run([os.path.join(LAUNCH, 'recover.sh'), '--epochs', '1'], capture_output=True,
+                       text=True, timeout=60, env=launcher_env(LAUNCHER='/bin/false'))
     assert p.returncode == 2 and '--checkpoint-dir DIR is required' in p.stderr
-    # bad distsoftmax flags fail once, here, and no attempt starts
-    p = subprocess.run([script, '--checkpoint-dir', '/nonexistent/x', '--epochs', '0'],
-                       capture_output=True, text=True, timeout=60, env=launcher_env(LAUNCHER='/bin/false'))
-    assert p.returncode == 2 and '--epochs' in p.stderr and 'attempt' not in p.stderr, p.stderr
+
+
+@pytest.mark.launcher
+@needs_horovodrun
+def test_recover_sh_does_not_retry_what_its_dry_run_rejects(tmp_path):
+    """A batch that 2 ranks cannot split fails every attempt alike: said once, no attempt."""
+    t0 = time.monotonic()
+    p = subprocess.run([os.path.join(LAUNCH, 'recover.sh'), '--synthetic', '600', '--batch-size', '7',
+                        '--checkpoint-dir', str(tmp_path / 'ck')], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120, env=launcher_env(NP=2, BACKOFF=30))
+    out = p.stdout + p.stderr
+    assert p.returncode == 2, out
+    assert [line for line in out.splitlines() if 'distsoftmax: error:' in line] == \
+        ['[0]<stderr>:distsoftmax: error: --batch-size 7 is not divisible by workers x devices = 2: '
+         'use a multiple of 2 (e.g. 4, 6, 8, 10)'], out
+    assert 'attempt' not in out and time.monotonic() - t0 < 30
 
 
 def test_yaml_parses_and_mpijob_is_v2beta1():

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import horovodrun, load_params, mpirun, needs_horovod, probe, run_cli
-from distsoftmax import layout
-from distsoftmax.errors import UserError
+from distsoftmax import config, launchers, layout
+from distsoftmax.errors import UsageError
 
 ONE_STEP = ['--synthetic', '256', '--batch-size', '256', '--epochs', '1']
 ONE_EPOCH = ['--synthetic', '6000', '--batch-size', '256', '--epochs', '1']   # tail 112
@@ -68,39 +68,51 @@ def test_layout_tracks_single_process(how, when, reference, tmp_path):
     assert metrics[0]['train_loss'] == pytest.approx(ref_metrics[0]['train_loss'], rel=1e-5)
 
 
-def test_parse_devices():
+def test_devices_are_parsed_once():
     import mxnet as mx
-    assert layout.parse_devices('cpu') == [mx.cpu(0)]
-    assert layout.parse_devices('cpu:3') == [mx.cpu(0), mx.cpu(1), mx.cpu(2)]
-    for bad in ('tpu', 'cpu:0', 'cpu:x', 'gpu:a', ''):
-        with pytest.raises(UserError, match='--devices'):
-            layout.parse_devices(bad)
+    cpu, cpu3 = config.Devices.parse('cpu'), config.Devices.parse('cpu:3')
+    assert layout.contexts_of(cpu) == [mx.cpu(0)] and not cpu.several
+    assert layout.contexts_of(cpu3) == [mx.cpu(0), mx.cpu(1), mx.cpu(2)] and cpu3.several
+    assert config.Devices.parse('gpu:0,1').several and config.Devices.parse('gpu:all').several
+    assert not config.Devices.parse('gpu:1').several
+    for bad in ('tpu', 'cpu:0', 'cpu:x', 'gpu:a', 'gpu:0,0', ''):
+        with pytest.raises(UsageError, match='--devices'):
+            config.Devices.parse(bad)
     if layout.num_gpus() == 0:
-        with pytest.raises(UserError, match='no GPU found'):
-            layout.parse_devices('gpu:0')
+        with pytest.raises(UsageError, match='no GPU found'):
+            layout.contexts_of(config.Devices.parse('gpu:0'))
+
+
+def _clean(monkeypatch):
+    for k in launchers.VARIABLES:
+        monkeypatch.delenv(k, raising=False)
 
 
 def test_choose_backend(monkeypatch):
-    for k in ('HOROVOD_RANK', 'HOROVOD_HOSTNAME', 'OMPI_COMM_WORLD_SIZE', 'PMI_SIZE',
-              'MPI_LOCALNRANKS', 'PMIX_SIZE', 'SLURM_STEP_NUM_TASKS'):
-        monkeypatch.delenv(k, raising=False)
-    assert layout.choose_backend('auto', None) == 'local'
-    assert layout.choose_backend('auto', 'cpu:2') == 'devices'
-    assert layout.choose_backend('auto', 'gpu:0,1') == 'devices'
-    assert layout.choose_backend('mpi', None) == 'mpi'
+    _clean(monkeypatch)
+    none, two = config.Devices(), config.Devices.parse('cpu:2')
+    assert layout.choose_backend('auto', none) == 'local'
+    assert layout.choose_backend('auto', two) == 'devices'
+    assert layout.choose_backend('auto', config.Devices.parse('gpu:0,1')) == 'devices'
+    assert layout.choose_backend('mpi', none) == 'mpi'
     monkeypatch.setenv('OMPI_COMM_WORLD_SIZE', '4')
+    monkeypatch.setenv('OMPI_COMM_WORLD_RANK', '0')
     monkeypatch.setattr(layout, 'horovod_built', lambda: False)
-    assert layout.choose_backend('auto', None) == 'mpi'
+    assert layout.choose_backend('auto', none) == 'mpi'
     monkeypatch.setattr(layout, 'horovod_built', lambda: True)
-    assert layout.choose_backend('auto', None) == 'horovod'
+    assert layout.choose_backend('auto', none) == 'horovod'
+    for backend in ('local', 'devices'):   # each rank would train alone
+        with pytest.raises(UsageError, match=f'--backend {backend} under a launcher of 4 ranks'):
+            layout.choose_backend(backend, none)
     monkeypatch.setenv('OMPI_COMM_WORLD_SIZE', '1')
-    assert layout.choose_backend('auto', None) == 'local'
-    monkeypatch.delenv('OMPI_COMM_WORLD_SIZE')
+    assert layout.choose_backend('auto', none) == 'local'
+    _clean(monkeypatch)
     monkeypatch.setenv('SLURM_STEP_NUM_TASKS', '8')   # srun
-    assert layout.choose_backend('auto', None) == 'horovod'
-    monkeypatch.delenv('SLURM_STEP_NUM_TASKS')
-    monkeypatch.setenv('HOROVOD_RANK', '0')
-    assert layout.choose_backend('auto', None) == 'horovod'
+    monkeypatch.setenv('SLURM_PROCID', '3')
+    assert layout.choose_backend('auto', none) == 'horovod' and launchers.rank() == 3
+    _clean(monkeypatch)
+    monkeypatch.setenv('HOROVOD_HOSTNAME', 'localhost')   # horovodrun --mpi, one rank
+    assert layout.choose_backend('auto', none) == 'horovod'
 
 
 @pytest.mark.launcher
@@ -114,24 +126,24 @@ def test_several_devices_per_horovod_process_is_refused():
 
 
 def test_one_host_from_the_launchers_environment(monkeypatch):
-    for k in ('HOROVOD_SIZE', 'HOROVOD_LOCAL_SIZE', 'OMPI_COMM_WORLD_SIZE',
-              'OMPI_COMM_WORLD_LOCAL_SIZE', 'PMI_SIZE', 'MPI_LOCALNRANKS', 'PMIX_SIZE',
-              'SLURM_STEP_NUM_TASKS'):
-        monkeypatch.delenv(k, raising=False)
-    assert layout.one_host()                                  # a lone process
+    _clean(monkeypatch)
+    assert launchers.one_host()                                  # a lone process
     monkeypatch.setenv('OMPI_COMM_WORLD_SIZE', '4')
+    monkeypatch.setenv('OMPI_COMM_WORLD_RANK', '1')
     monkeypatch.setenv('OMPI_COMM_WORLD_LOCAL_SIZE', '2')
-    assert not layout.one_host()                              # mpirun over 2 hosts
+    assert not launchers.one_host() and launchers.rank() == 1   # mpirun over 2 hosts
     monkeypatch.setenv('HOROVOD_SIZE', '4')
+    monkeypatch.setenv('HOROVOD_RANK', '2')
     monkeypatch.setenv('HOROVOD_LOCAL_SIZE', '4')
-    assert layout.one_host()                                  # horovodrun, one host
-    monkeypatch.delenv('HOROVOD_SIZE')
-    monkeypatch.delenv('HOROVOD_LOCAL_SIZE')
-    monkeypatch.delenv('OMPI_COMM_WORLD_LOCAL_SIZE')
-    assert not layout.one_host()                              # 4 ranks, no word on where
+    assert launchers.one_host() and launchers.rank() == 2         # horovodrun, one host
+    _clean(monkeypatch)
+    monkeypatch.setenv('PMI_SIZE', '4')
+    monkeypatch.setenv('PMI_RANK', '0')
+    assert not launchers.one_host()                              # 4 ranks, no word on where
 
 
-HOROVOD_ENV = ("import os; from distsoftmax import layout; l = layout.make('horovod', 'cpu'); "
+HOROVOD_ENV = ("import os; from distsoftmax import config, layout; "
+               "l = layout.start('horovod', config.Devices.parse('cpu')); "
                "print(os.environ['HOROVOD_CYCLE_TIME'], os.environ['OMPI_MCA_mpi_yield_when_idle']); "
                "l.close()")
 

@@ -5,17 +5,17 @@ import numpy as np
 import pytest
 
 from distsoftmax import shard
-from distsoftmax.errors import UserError
+from distsoftmax.errors import UsageError
 
 
 @pytest.mark.parametrize('world', [1, 2, 3, 4, 8])
 @pytest.mark.parametrize('devices', [1, 2])
 @pytest.mark.parametrize('n,batch', [(60000, 240), (6000, 48), (1000, 48)])
 def test_workers_together_see_the_single_process_batch(n, batch, world, devices):
-    parts = world * devices
+    plan = shard.EpochPlan(n, batch, world, devices)
     perm = shard.permutation(n, 7, 3)
-    sizes = shard.step_sizes(n, batch, parts)
-    per_worker = [shard.worker_indices(perm, batch, parts, r, world) for r in range(world)]
+    sizes = plan.step_sizes
+    per_worker = [plan.worker_indices(7, 3, r) for r in range(world)]
     # every worker runs the same number of steps
     steps = {len(full) + (len(tail) > 0) for full, tail in per_worker}
     assert steps == {len(sizes)}
@@ -31,17 +31,27 @@ def test_workers_together_see_the_single_process_batch(n, batch, world, devices)
     assert len(np.unique(seen)) == len(seen)
 
 
+def sizes(n, batch, workers, devices=1, drop_last=False):
+    return list(shard.EpochPlan(n, batch, workers, devices, drop_last).step_sizes)
+
+
 def test_tail_rule():
-    # Fashion-MNIST: 60000 = 234 * 256 + 96; 96 is kept whole for W*D in 1, 2, 3, 4, 8
-    for parts in (1, 2, 3, 4, 8):
-        assert shard.step_sizes(60000, 256 * 3 if parts == 3 else 256, parts)[-1] % parts == 0
-    assert shard.step_sizes(60000, 256, 4) == [256] * 234 + [96]
-    assert shard.step_sizes(60000, 256, 8)[-1] == 96
-    assert shard.step_sizes(1000, 100, 4) == [100] * 10          # no tail
-    assert shard.step_sizes(1003, 100, 4) == [100] * 10          # tail 3 < 4: trimmed away
-    assert shard.step_sizes(1010, 100, 4) == [100] * 10 + [8]    # 10 -> 8
-    with pytest.raises(UserError, match='not divisible by workers x devices = 3'):
-        shard.step_sizes(60000, 256, 3)
+    # Fashion-MNIST: 60000 = 234 * 256 + 96. The tail is kept whole whenever
+    # workers x devices divides 96 and 256: 1, 2, 4, 8, 16 and 32
+    for parts in (1, 2, 4, 8, 16, 32):
+        assert sizes(60000, 256, parts) == [256] * 234 + [96]
+    assert sizes(60000, 256 * 3, 3)[-1] == 96 - 96 % 3
+    assert sizes(1000, 100, 4) == [100] * 10          # no tail
+    assert sizes(1003, 100, 4) == [100] * 10          # tail 3 < 4: trimmed away
+    assert sizes(1010, 100, 4) == [100] * 10 + [8]    # 10 -> 8
+    assert sizes(60000, 256, 2, drop_last=True) == [256] * 234
+    with pytest.raises(UsageError, match='not divisible by workers x devices = 3: use a multiple of 3 '
+                                         r'\(e.g. 252, 255, 258, 261\)'):
+        shard.EpochPlan(60000, 256, 3, 1)
+    with pytest.raises(UsageError, match='3 training samples, fewer than workers x devices = 4'):
+        shard.EpochPlan(3, 4, 2, 2)
+    with pytest.raises(UsageError, match='100 training samples, fewer than a batch'):
+        shard.EpochPlan(100, 256, 1, 1, drop_last=True)
 
 
 def test_permutation_is_the_same_in_separate_processes():

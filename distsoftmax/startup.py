@@ -1,0 +1,69 @@
+"""Start-up and exit tricks, fenced here: each buys part of the whole-process
+time or the RSS budget (bench/README.md has the measurements). cli.main()
+applies them; DISTSOFTMAX_NO_QUICK_EXIT=1 turns the quick exit off (to debug
+exit handlers, or leaks with the interpreter's own teardown).
+"""
+import atexit
+import os
+import sys
+import warnings
+
+
+def prepare():
+    """Before mxnet loads: one OpenMP thread, Python's distutils, a fixed mmap threshold."""
+    one_thread()
+    python_distutils()
+    fixed_mmap_threshold()
+
+
+def one_thread():
+    """OMP_NUM_THREADS=1 unless set: this model's ops (a 256x784 by 784x10 product
+    at most) are too small to split, and extra threads only contend. Read when
+    mxnet and its OpenBLAS load."""
+    os.environ.setdefault('OMP_NUM_THREADS', '1')
+
+
+def python_distutils():
+    """mxnet imports distutils.version as it loads; setuptools' import hook would
+    answer with its own copy, importing all of setuptools first. Python 3.11's
+    own module does the job; the hook is put back at once."""
+    hooks = [f for f in sys.meta_path if type(f).__module__ == '_distutils_hack']
+    if not hooks or 'distutils' in sys.modules:
+        return
+    for f in hooks:
+        sys.meta_path.remove(f)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', DeprecationWarning)
+            import distutils.version  # noqa: F401
+    except ImportError:
+        pass  # no distutils in this Python: setuptools' copy it is
+    finally:
+        sys.meta_path[:0] = hooks
+
+
+def fixed_mmap_threshold():
+    """glibc raises its mmap threshold after each big free, so later few-MB
+    buffers stay on the heap, resident once freed; a fixed 1 MiB threshold
+    hands them back to the kernel."""
+    try:
+        import ctypes
+        ctypes.CDLL(None).mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to tune
+
+
+def quick_exit(code):
+    """After a clean run whose layout has shut down: run the exit handlers
+    (mxnet's, matplotlib's, Horovod's), flush, and skip the interpreter's
+    teardown of mxnet (freeing its engine and thousands of generated functions)."""
+    if os.environ.get('DISTSOFTMAX_NO_QUICK_EXIT') or 'mxnet' not in sys.modules:
+        return code
+    sys.modules['mxnet'].nd.waitall()
+    atexit._run_exitfuncs()  # private, but the documented behaviour of a normal exit
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:
+        code = 1  # a closed pipe: say so by the exit code, as the normal exit would
+    os._exit(code)

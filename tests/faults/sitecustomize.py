@@ -1,0 +1,69 @@
+"""Faults injected from outside the product, for the tests: put this directory
+on PYTHONPATH and set DISTSOFTMAX_FAULT, e.g. 'sleep=0.02' (seconds added to
+every optimizer step) or 'crash_after=model.params@2' (the process dies right
+after writing that checkpoint file of epoch 2). Each patch is applied when
+its module is first imported."""
+import importlib.abc
+import importlib.util
+import os
+import sys
+import time
+
+
+def _options():
+    spec = os.environ.get('DISTSOFTMAX_FAULT', '')
+    return dict(kv.split('=', 1) for kv in spec.split(',') if '=' in kv)
+
+
+def _slow_steps(module, seconds):
+    step = module.Trainer.step
+
+    def slow_step(self, *args, **kwargs):
+        time.sleep(seconds)
+        return step(self, *args, **kwargs)
+    module.Trainer.step = slow_step
+
+
+def _crash_after(module, name, epoch):
+    write_atomic = module.write_atomic
+
+    def write_then_maybe_crash(path, write, durable=False):
+        write_atomic(path, write, durable)
+        if os.path.basename(path) == name and f'epoch-{epoch:04d}' in path:
+            os._exit(9)
+    module.write_atomic = write_then_maybe_crash
+
+
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    def __init__(self, patches):
+        self.patches = patches
+
+    def find_spec(self, name, path=None, target=None):
+        if name not in self.patches:
+            return None
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            sys.meta_path.insert(0, self)
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            self.patches.pop(name)(module)
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def _install():
+    opts, patches = _options(), {}
+    if 'sleep' in opts:
+        patches['mxnet.gluon.trainer'] = lambda m: _slow_steps(m, float(opts['sleep']))
+    if 'crash_after' in opts:
+        name, _, epoch = opts['crash_after'].partition('@')
+        patches['distsoftmax.checkpoint'] = lambda m: _crash_after(m, name, int(epoch))
+    if patches:
+        sys.meta_path.insert(0, _PatchOnImport(patches))
+
+
+_install()

@@ -1,0 +1,213 @@
+"""One rank's failure is the job's failure (README: "Errors and exit codes").
+
+Each case runs under horovodrun --gloo, horovodrun --mpi and plain mpirun with
+mpi4py: the job ends within 20 s, non-zero, with exactly one
+`distsoftmax: error:` line, no traceback of ours, and no process left.
+"""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from conftest import BIN, ROOT, env, horovod_available, load_params, run_cli, same
+
+pytestmark = [pytest.mark.launcher,
+              pytest.mark.skipif(not horovod_available() or not shutil.which('mpirun'),
+                                 reason='needs Horovod with MXNet and mpirun (./bootstrap.sh setup)')]
+LAUNCHERS = ['horovodrun-gloo', 'horovodrun-mpi', 'mpirun']
+TINY = ['--synthetic', '600', '--epochs', '1', '--quiet']
+TAGGED = re.compile(r'^\[\d+(,\d+)?\]<std(out|err)>:')
+# what horovodrun itself raises when a worker exits non-zero: the launcher's, not ours
+HOROVODRUN_SAYS = ('RuntimeError: Horovod detected that one or more processes exited with non-zero status',
+                   'RuntimeError: mpirun failed with exit code')
+
+
+def command(how, np_, args):
+    python = [sys.executable, '-m', 'distsoftmax', *map(str, args)]
+    if how == 'mpirun':
+        return ['mpirun', '--allow-run-as-root', '--oversubscribe', '-np', str(np_), '-x', 'PATH',
+                '-x', 'PYTHONPATH', '-x', 'DISTSOFTMAX_FAULT', '-x', 'DISTSOFTMAX_TEST_TAG', *python,
+                *([] if '--backend' in args else ['--backend', 'mpi'])]
+    cmd = [os.path.join(BIN, 'horovodrun'), '-np', str(np_), '--' + how.split('-')[1]]
+    if how.endswith('mpi'):
+        cmd += ['--mpi-args=--oversubscribe --allow-run-as-root']
+    return cmd + python
+
+
+def start(how, np_, args, **extra):
+    tag = uuid.uuid4().hex
+    p = subprocess.Popen(command(how, np_, args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, env=env(DISTSOFTMAX_TEST_TAG=tag, **extra), start_new_session=True)
+    p.tag = tag
+    return p
+
+
+def ranks(tag):
+    """{pid: rank} of our processes still running (psutil reads their environment)."""
+    import psutil
+    found = {}
+    for proc in psutil.process_iter(['pid', 'cmdline']):
+        cmd = proc.info['cmdline'] or []
+        if 'distsoftmax' not in cmd:
+            continue
+        try:
+            e = proc.environ()
+        except (psutil.Error, OSError):
+            continue
+        if e.get('DISTSOFTMAX_TEST_TAG') == tag:
+            found[proc.info['pid']] = int(e.get('HOROVOD_RANK', e.get('OMPI_COMM_WORLD_RANK', -1)))
+    return found
+
+
+def finish(p, within=20):
+    """The job's output once it ends by itself within `within` s; then nothing of it may run."""
+    t0 = time.monotonic()
+    try:
+        out, _ = p.communicate(timeout=within)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        pytest.fail(f'the job still ran {within} s later:\n{p.communicate()[0][-3000:]}')
+    finally:
+        deadline = time.monotonic() + 5
+        while ranks(p.tag) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = ranks(p.tag)
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+    assert not left, f'processes left behind: {left}\n{out[-3000:]}'
+    print(f'ended {time.monotonic() - t0:.1f} s after the wait began')
+    return out
+
+
+def no_traceback_of_ours(out):
+    ours = '\n'.join(line for line in out.splitlines() if TAGGED.match(line) or 'Traceback' not in out)
+    assert 'Traceback' not in ours and 'distsoftmax/' not in out, out[-3000:]
+    if 'Traceback' in out:   # horovodrun's own, for a worker that exited non-zero
+        assert any(s in out for s in HOROVODRUN_SAYS), out[-3000:]
+        assert not any(TAGGED.match(line) and 'Traceback' in line for line in out.splitlines()), out
+
+
+@pytest.fixture(scope='module')
+def good(tmp_path_factory):
+    ck = tmp_path_factory.mktemp('good') / 'ck'
+    r = run_cli(*TINY, '--checkpoint-dir', ck)
+    assert r.returncode == 0, r.stderr
+    return ck
+
+
+def _truncated(ck):
+    state = json.load(open(ck / 'state.json'))
+    path = ck / state['files']['model.params']['path']
+    os.remove(ck / 'model.params')
+    open(path, 'r+b').truncate(100)
+
+
+# (ranks, args, the error line's text); {ck}: a copy of a good checkpoint of TINY
+CASES = [
+    (2, ['--epochs', '0'], '--epochs: 0 must be a positive number'),
+    (2, [*TINY, '--lr', '1e39'], '--lr: 1e39 must be a positive number below'),
+    (3, ['--synthetic', '600', '--quiet'], '--batch-size 256 is not divisible by workers x devices = 3'),
+    (2, ['--synthetic', '1', '--batch-size', '2', '--quiet'], '1 training samples, fewer than workers x devices = 2'),
+    (2, [*TINY, '--checkpoint-dir', '{tmp}/afile'], 'exists and is not a directory'),
+    (2, [*TINY, '--metrics', '/proc/m.jsonl'], '--metrics /proc/m.jsonl: cannot write in /proc'),
+    (2, [*TINY, '--checkpoint-dir', '{ck}'], 'holds a checkpoint of epoch 1; pass --resume'),
+    (2, [*TINY, '--checkpoint-dir', '{ck}', '--resume', '--lr', '0.2'], 'made with --lr 0.1, this run has 0.2'),
+    (2, ['--synthetic', '700', '--quiet', '--checkpoint-dir', '{ck}', '--resume'], 'trained on synthetic data (600'),
+    (2, [*TINY, '--checkpoint-dir', '{ck:truncated}', '--resume'], 'SHA-256 differs from state.json'),
+    (2, [*TINY, '--backend', 'local'], '--backend local under a launcher of 2 ranks'),
+    (2, ['evaluate', '--checkpoint-dir', '{ck}', '--synthetic', '99'], 'not --synthetic 99'),
+]
+
+
+@pytest.mark.parametrize('how', LAUNCHERS)
+@pytest.mark.parametrize('np_,args,message', CASES, ids=[' '.join(map(str, c[1]))[:50] for c in CASES])
+def test_a_bad_input_ends_the_job_with_one_line(how, np_, args, message, tmp_path, good):
+    if how == 'mpirun' and '--backend' in args:
+        pytest.skip('plain mpirun passes --backend mpi')
+    ck = tmp_path / 'ck'
+    shutil.copytree(good, ck)
+    open(tmp_path / 'afile', 'w').close()
+    resolved = []
+    for a in args:
+        if a == '{ck:truncated}':
+            _truncated(ck)
+            a = '{ck}'
+        resolved.append(a.format(tmp=tmp_path, ck=ck))
+    p = start(how, np_, resolved)
+    out = finish(p)
+    assert p.returncode != 0, out
+    errors = [line for line in out.splitlines() if 'distsoftmax: error:' in line]
+    assert len(errors) == 1 and message in errors[0], out[-3000:]
+    no_traceback_of_ours(out)
+
+
+@pytest.mark.parametrize('how', LAUNCHERS)
+def test_dry_run_checks_at_the_real_world_size(how, tmp_path):
+    p = start(how, 2, [*TINY, '--checkpoint-dir', tmp_path / 'ck', '--dry-run'])
+    out = finish(p)
+    assert p.returncode == 0, out
+    assert 'dry run: ' in out and '2 worker(s)' in out and 'every check passed' in out
+    assert not os.path.exists(tmp_path / 'ck' / 'state.json')
+
+
+RUN = ['--synthetic', '3000', '--batch-size', '128', '--quiet', '--epochs', '3']
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(tmp_path_factory):
+    out = {}
+    for how in LAUNCHERS:
+        ck = tmp_path_factory.mktemp(how) / 'ck'
+        p = start(how, 2, [*RUN, '--checkpoint-dir', ck])
+        assert p.wait(timeout=120) == 0, p.stdout.read()
+        out[how] = load_params(ck / 'model.params')
+    return out
+
+
+def _epoch(ck):
+    try:
+        return json.load(open(ck / 'state.json'))['epoch']
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+@pytest.mark.parametrize('how', LAUNCHERS)
+@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGKILL], ids=['SIGTERM', 'kill-9'])
+def test_a_stopped_rank_stops_the_job_and_its_checkpoint_resumes(how, sig, tmp_path, uninterrupted):
+    ck = tmp_path / 'ck'
+    p = start(how, 2, [*RUN, '--checkpoint-dir', ck], DISTSOFTMAX_FAULT='sleep=0.02')
+    deadline = time.monotonic() + 60
+    while _epoch(ck) < 1:               # then rank 1 is in epoch 2
+        assert time.monotonic() < deadline and p.poll() is None, p.stdout.read()
+        time.sleep(0.01)
+    victim = next(pid for pid, r in ranks(p.tag).items() if r == 1)
+    os.kill(victim, sig)
+    out = finish(p)
+    assert p.returncode != 0, out
+    assert 'Traceback' not in '\n'.join(line for line in out.splitlines() if TAGGED.match(line)), out
+    assert _epoch(ck) in (1, 2), out
+    p = start(how, 2, [*RUN, '--checkpoint-dir', ck, '--resume'])
+    out = finish(p, within=120)
+    assert p.returncode == 0, out
+    assert same(load_params(ck / 'model.params'), uninterrupted[how])
+
+
+def test_a_directory_in_use_is_refused_and_the_first_run_goes_on(tmp_path, uninterrupted):
+    ck = tmp_path / 'ck'
+    first = start('horovodrun-gloo', 2, [*RUN, '--checkpoint-dir', ck], DISTSOFTMAX_FAULT='sleep=0.1')
+    deadline = time.monotonic() + 60
+    while not (ck / '.lock.owner').exists():
+        assert time.monotonic() < deadline and first.poll() is None, first.stdout.read()
+        time.sleep(0.01)
+    r = run_cli(*RUN, '--checkpoint-dir', ck, '--resume')
+    assert r.returncode == 1 and r.stderr.count('distsoftmax: error:') == 1, r.stderr
+    assert re.search(r'in use by another run \(pid \d+ on \S+\)', r.stderr), r.stderr
+    assert first.wait(timeout=120) == 0, first.stdout.read()
+    assert same(load_params(ck / 'model.params'), uninterrupted['horovodrun-gloo'])
