@@ -7,10 +7,10 @@ job, by rank 0 (README: "Errors and exit codes").
 import argparse
 import os
 import sys
-import time
+import textwrap
 
-from . import __version__, config, launchers
-from .errors import Agreed, Interrupted, PeerFailed, UsageError, UserError
+from . import __version__, config, ending, launchers
+from .errors import UsageError
 
 COMMANDS = ('train', 'evaluate')
 FLOAT32_MAX = 3.4028234663852886e38
@@ -76,7 +76,8 @@ class _Parser(argparse.ArgumentParser):
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action):
-        if action.default not in (None, False, argparse.SUPPRESS) and action.help:
+        if action.default is not None and action.default is not False and \
+                action.default != argparse.SUPPRESS and action.help:
             return action.help + ' (default: %(default)s)'
         return action.help
 
@@ -92,7 +93,7 @@ def _data_flags(p, synthetic_const):
     p.add_argument('--no-verify', action='store_true',
                    help="skip the check of the files' SHA-256 against Fashion-MNIST's (for other IDX data "
                         'such as MNIST); the strict format checks still run')
-    p.add_argument('--devices', metavar='SPEC', type=_devices, default=config.Devices(),
+    p.add_argument('--devices', metavar='SPEC', type=_devices,
                    help='cpu, cpu:N (N CPU contexts), gpu, gpu:K, gpu:0,1 or gpu:all (default: gpu:0 if '
                         'a GPU is visible, else cpu; under horovod or mpi one device per process, the GPU '
                         'of its local rank)')
@@ -104,11 +105,11 @@ def _data_flags(p, synthetic_const):
 
 def parser():
     top = _Parser(prog='distsoftmax', usage='distsoftmax [train|evaluate] [flags]',
-                  description='Data-parallel softmax regression (Dense(10)) on Fashion-MNIST with MXNet '
+                  description=textwrap.fill('Data-parallel softmax regression (Dense(10)) on Fashion-MNIST with MXNet '
                               'Gluon. The same command runs on one CPU or GPU, on several devices '
                               '(--devices), under horovodrun, mpirun or srun; the math is the same in '
                               'every layout. "train" is the default command; "distsoftmax evaluate '
-                              '--help" for the other.',
+                              '--help" for the other.', 79),
                   epilog='examples:\n'
                          '  python -m distsoftmax                         5 epochs on the CPU or GPU\n'
                          '  python -m distsoftmax --devices cpu:2         one process, 2 contexts\n'
@@ -119,6 +120,12 @@ def parser():
                   formatter_class=_Formatter)
     top.add_argument('--version', action='version', version=f'distsoftmax {__version__}')
     sub = top.add_subparsers(dest='command', metavar='{train,evaluate}', parser_class=_Parser)
+    _train_flags(sub, top)
+    _evaluate_flags(sub)
+    return top
+
+
+def _train_flags(sub, top):
     t = sub.add_parser('train', prog='distsoftmax train', formatter_class=_Formatter, help='train (the default command)',
                        usage='distsoftmax [train|evaluate] [flags]', description=top.description, epilog=top.epilog)
     t.add_argument('--epochs', type=_number(int), default=5,
@@ -153,6 +160,8 @@ def parser():
                    help='every check before training (flags against the world size, data, output paths, '
                         'checkpoint) under the real launcher, then exit 0 without training')
 
+
+def _evaluate_flags(sub):
     e = sub.add_parser('evaluate', prog='distsoftmax evaluate', formatter_class=_Formatter, usage='distsoftmax evaluate [flags]',
                        help='test accuracy, per-class accuracy and confusion matrix of a checkpoint',
                        description="Evaluate the checkpoint in --checkpoint-dir on its own data's test set.",
@@ -161,7 +170,6 @@ def parser():
                    help='a directory written by train --checkpoint-dir')
     _data_flags(e, 0)
     e.add_argument('--plot', metavar='FILE.png', help='draw the confusion matrix')
-    return top
 
 
 def parse(argv):
@@ -172,12 +180,13 @@ def parse(argv):
     a = parser().parse_args(argv)
     given = a.data_dir is not None or a.synthetic is not None
     data = config.Data(a.data_dir, a.synthetic, not a.no_verify)
+    devices = a.devices or config.Devices()
     if a.command == 'evaluate':
-        return config.Evaluate(a.checkpoint_dir, data if given else None, a.devices, a.backend, a.plot), a.debug
+        return config.Evaluate(a.checkpoint_dir, data if given else None, devices, a.backend, a.plot), a.debug
     if (a.resume or a.overwrite) and not a.checkpoint_dir:
         raise UsageError(f"{'--resume' if a.resume else '--overwrite'} needs --checkpoint-dir DIR")
     stamps = a.timestamps or os.environ.get('DISTSOFTMAX_TIMESTAMPS', '') not in ('', '0')
-    return config.Train(a.epochs, a.batch_size, a.lr, a.seed, a.drop_last, data, a.devices, a.backend,
+    return config.Train(a.epochs, a.batch_size, a.lr, a.seed, a.drop_last, data, devices, a.backend,
                         a.fp16_allreduce, a.checkpoint_dir, a.resume, a.overwrite, a.metrics, a.plot,
                         a.quiet, stamps, a.dry_run), a.debug
 
@@ -194,65 +203,9 @@ def main(argv=None):
         (job.train if isinstance(cfg, config.Train) else job.evaluate)(cfg)
         return 0
     except SystemExit as e:           # argparse: --help, --version, a bad flag
-        return _pause_unless_rank0(e.code or 0)
+        return ending.pause_unless_rank0(e.code or 0)
     except BaseException as e:        # noqa: B036: a rank's failure must end the job, whatever it is
-        return fail(e, debug)
-
-
-def fail(error, debug=False):
-    """Say what ended the run, once per job, and end every rank (README: "Errors")."""
-    layout = _started_layout()
-    rank = layout.rank if layout else launchers.rank()
-    alone = layout is None or layout.size == 1
-    if layout is not None and layout.peer_failed(error):
-        error = PeerFailed('another rank failed or was stopped; stopping')
-    shared = alone or isinstance(error, (Agreed, PeerFailed))   # every rank has the same error
-    if isinstance(error, BrokenPipeError):
-        _silence_stdout()
-        code = 141
-    else:
-        code = getattr(error, 'exit_code', 1)
-        if rank == 0 or not shared:
-            _say(error, debug, '' if alone else f'rank {rank}: ' * (not shared))
-    if layout is not None and not alone:
-        if shared and not isinstance(error, PeerFailed):
-            layout.barrier()          # rank 0's line is out before any rank exits
-            layout.close()
-        else:
-            layout.abort(code)        # this rank alone: end every rank now
-    elif layout is not None:
-        layout.close()
-    return code if layout is not None else _pause_unless_rank0(code)
-
-
-def _say(error, debug, prefix):
-    if debug or not isinstance(error, (UserError, Interrupted, KeyboardInterrupt)):
-        import traceback
-        traceback.print_exception(error)
-        return
-    kind = 'error: ' if isinstance(error, UserError) else ''
-    text = str(error) or 'interrupted by SIGINT'
-    sys.stderr.write(f'distsoftmax: {kind}{prefix}{text}\n')
-    sys.stderr.flush()
-
-
-def _started_layout():
-    layouts = sys.modules.get('distsoftmax.layout')
-    return layouts.started[-1] if layouts and layouts.started else None
-
-
-def _pause_unless_rank0(code):
-    # An error every rank found before any communicator exists: rank 0 prints it.
-    # A launcher kills the job when the first rank exits non-zero, so the others
-    # wait a moment for rank 0's line to be out. (A hack, owned here.)
-    if code and launchers.rank() != 0:
-        time.sleep(1)
-    return code
-
-
-def _silence_stdout():
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+        return ending.fail(e, debug)
 
 
 def run():

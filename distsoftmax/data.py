@@ -4,16 +4,15 @@ Images stay uint8 (47 MB for the training set); they are cast to float32 per
 batch on the device. Synthetic data has the same shapes and dtypes.
 """
 import fcntl
-import gzip
 import hashlib
 import os
 import threading
-import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .errors import DataError
+from .idx import IMAGES_MAGIC, LABELS_MAGIC, parse_idx, read_gz
 
 CLASSES = ('t-shirt/top', 'trouser', 'pullover', 'dress', 'coat',
            'sandal', 'shirt', 'sneaker', 'bag', 'ankle boot')
@@ -28,7 +27,6 @@ FILES = {
 }
 DEBIAN_DIR = '/usr/share/datasets/fashion-mnist'
 UPSTREAM_URL = 'http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/'
-IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049
 
 
 @dataclass
@@ -85,7 +83,7 @@ def _download(cache):
             path = os.path.join(cache, name)
             if os.path.isfile(path):
                 try:
-                    if _sha256_gz(path) == digest:
+                    if hashlib.sha256(read_gz(path)).hexdigest() == digest:
                         continue
                 except DataError:
                     pass
@@ -103,7 +101,7 @@ def _download(cache):
                 raise DataError(f'Fashion-MNIST not found in {DEBIAN_DIR} or {cache}, and the '
                                 f'download of {name} failed ({type(e).__name__}): install it with '
                                 '`apt-get install dataset-fashion-mnist`, or pass --data-dir DIR') from None
-            if _sha256_gz(path) != digest:
+            if hashlib.sha256(read_gz(path)).hexdigest() != digest:
                 os.remove(path)
                 raise DataError(f'{path}: downloaded file fails its SHA-256 check; removed')
 
@@ -113,104 +111,12 @@ def _tty():
     return sys.stderr.isatty()
 
 
-_IN, _OUT = 4 << 20, 8 << 20  # compressed bytes read, decompressed bytes made, per zlib call
-
-
-def _read_gz(path):
-    """The decompressed bytes, in one buffer that the gzip trailer sizes.
-
-    zlib is fed 4 MB a call: each call releases the GIL for tens of ms, which
-    lets this read run beside mxnet's import (gzip.open's 128 KB pieces waited
-    for the GIL some 200 times). CRC and length are zlib's checks."""
-    try:
-        f = open(path, 'rb')
-    except FileNotFoundError:
-        raise DataError(f'{path}: file missing') from None
-    except OSError as e:              # a directory, no permission
-        raise DataError(f'{path}: unreadable ({e.strerror})') from None
-    with f:
-        try:
-            f.seek(-4, os.SEEK_END)   # gzip's trailer: the content's size mod 2**32
-            # a corrupt trailer must not make us allocate gigabytes: past 256 MiB
-            # (5x the largest Fashion-MNIST file) the buffer grows as it fills
-            hint = min(int.from_bytes(f.read(4), 'little'), 1 << 28)
-        except OSError:
-            hint = 0                  # shorter than a trailer: the checks below say why
-        f.seek(0)
-        buf, n = bytearray(hint), 0
-        try:
-            for piece in _inflate(f, path):
-                buf[n:n + len(piece)] = piece   # grows buf if the trailer undercounts
-                n += len(piece)
-        except zlib.error as e:
-            raise DataError(f'{path}: unreadable gzip ({e})') from None
-        except OSError as e:          # the disk, mid-read
-            raise DataError(f'{path}: unreadable ({e.strerror})') from None
-    return buf if n == len(buf) else memoryview(buf)[:n]
-
-
-def _inflate(f, path):
-    """The decompressed pieces of every gzip member in file f."""
-    member = None
-    first = True
-    while True:
-        data = f.read(_IN)
-        if not data:
-            break
-        if first and data[:2] != b'\x1f\x8b':
-            raise DataError(f'{path}: not a gzip file')
-        first = False
-        while data:
-            member = member or zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip framing
-            yield member.decompress(data, _OUT)
-            if member.eof:            # the next member, if any, starts in unused_data
-                data, member = member.unused_data, None
-            else:
-                data = member.unconsumed_tail
-    if member is not None:
-        raise DataError(f'{path}: truncated gzip file')
-
-
-def _sha256_gz(path):
-    return hashlib.sha256(_read_gz(path)).hexdigest()
-
-
-def parse_idx(raw, path, magic):
-    """Strictly parse one IDX file's decompressed bytes."""
-    if len(raw) == 0:
-        raise DataError(f'{path}: empty file')
-    header = 16 if magic == IMAGES_MAGIC else 8
-    if len(raw) < header:
-        raise DataError(f'{path}: {len(raw)} bytes, shorter than the {header}-byte IDX header')
-    found = int.from_bytes(raw[0:4], 'big')
-    if found != magic:
-        raise DataError(f'{path}: magic number {found}, expected {magic}')
-    count = int.from_bytes(raw[4:8], 'big')
-    if magic == IMAGES_MAGIC:
-        rows, cols = int.from_bytes(raw[8:12], 'big'), int.from_bytes(raw[12:16], 'big')
-        if (rows, cols) != (28, 28):
-            raise DataError(f'{path}: images are {rows}x{cols}, expected 28x28')
-        item = 28 * 28
-    else:
-        item = 1
-    body = len(raw) - header
-    if body != count * item:
-        raise DataError(f'{path}: header says {count} items but the file holds '
-                        f'{body // item} ({body} bytes after the header)')
-    arr = np.frombuffer(raw, dtype=np.uint8, offset=header)
-    if magic == IMAGES_MAGIC:
-        return arr.reshape(count, 28, 28)
-    if count and arr.max() > 9:
-        raise DataError(f'{path}: label {int(arr.max())} out of range 0-9')
-    return arr
-
-
 def _load_split(directory, prefix, verify, digests):
     out = []
     for kind, magic in (('images-idx3', IMAGES_MAGIC), ('labels-idx1', LABELS_MAGIC)):
         name = f'{prefix}-{kind}-ubyte.gz'
         path = os.path.join(directory, name)
-        raw = _read_gz(path)
+        raw = read_gz(path)
         # format first: its errors say more than a hash mismatch would
         out.append(parse_idx(raw, path, magic))
         digests[name] = hashlib.sha256(raw).hexdigest()
@@ -321,12 +227,3 @@ class prefetch:
         if self.error is not None:
             raise self.error
         return self.data if self.data is not None else read(self.spec, self.seed)
-
-
-def write_idx(path, array, magic):
-    """Write an IDX gz file (tests and tools use it to make data sets)."""
-    header = magic.to_bytes(4, 'big') + len(array).to_bytes(4, 'big')
-    if magic == IMAGES_MAGIC:
-        header += b''.join(int(d).to_bytes(4, 'big') for d in array.shape[1:])
-    with gzip.open(path, 'wb') as f:
-        f.write(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())

@@ -19,7 +19,7 @@ def train(cfg):
     if cfg.dry_run:
         log.always(f'dry run: {layout.describe()}, {len(plan.step_sizes)} steps an epoch: every check passed')
         return layout.close()
-    if cfg.resume and state is None and layout.is_main:
+    if cfg.resume and state is None:
         log.warn(f'no checkpoint in {cfg.checkpoint_dir}: starting fresh')
     device_data = loop.DeviceData(data, layout.contexts)
     net = model.build_net(cfg.seed, layout.contexts)

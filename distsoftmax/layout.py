@@ -8,26 +8,19 @@ broadcast, broadcast_value, barrier, trainer, agree, abort, close.
   Horovod  one context per process; hvd.DistributedTrainer allreduces them
   Mpi      one context per process; mpi4py allreduces them (MpiKVStore)
 """
-import ctypes
 import hashlib
 import os
 
-import mxnet as mx
 import numpy as np
 from mxnet import gluon, nd
 
-from . import launchers
+from . import launchers, startup
+from .contexts import contexts_of, num_gpus, one_context
+from .mpi_kvstore import MpiKVStore
 from .errors import Agreed, LayoutError, UsageError, UserError
 
 TEXT_BYTES = 4096    # an agreed error or a broadcast text travels as this many bytes
 started = []         # the layout of this process once it has joined a job; the CLI's failure path reads it
-
-
-def num_gpus():
-    try:
-        return mx.context.num_gpus()
-    except mx.base.MXNetError:  # a CPU-only build
-        return 0
 
 
 class Layout:
@@ -114,7 +107,7 @@ class Layout:
 
     def abort(self, code):
         """End every rank of the job now (a failure on this rank alone)."""
-        _exit_now(code)
+        startup.exit_now(code)
 
     def close(self):
         """Leave the job; every rank calls it."""
@@ -228,65 +221,6 @@ class Mpi(Layout):
         self.MPI.Finalize()  # here, since run() skips the interpreter teardown where mpi4py would
 
 
-class MpiKVStore(mx.kvstore.KVStoreBase):
-    """The Trainer's gradient reduction as an mpi4py Allreduce (sum), through
-    MXNet's public custom-kvstore interface. CPU gradients are reduced in place
-    in their own memory; others through a host copy (the MPI is not assumed
-    CUDA-aware)."""
-
-    def __init__(self, comm):
-        from mpi4py import MPI
-        self.comm, self.MPI = comm, MPI
-
-    def broadcast(self, key, value, out, priority=0):
-        for v, o in zip(_listed(value), _listed(out)):
-            o[:] = v   # the layout broadcasts parameters itself, before the Trainer
-
-    def pushpull(self, key, value, out=None, priority=0):
-        for grad, dest in zip(_listed(value), _listed(out if out is not None else value)):
-            if grad.context.device_type == 'cpu' and dest is grad:
-                grad.wait_to_read()
-                self.comm.Allreduce(self.MPI.IN_PLACE, _host_view(grad), op=self.MPI.SUM)
-            else:
-                host = grad.asnumpy()
-                self.comm.Allreduce(self.MPI.IN_PLACE, host, op=self.MPI.SUM)
-                dest[:] = nd.array(host, ctx=dest.context, dtype=host.dtype)
-
-    @staticmethod
-    def is_capable(capability):
-        return False   # no optimizer on the store: the Trainer updates locally
-
-    @property
-    def type(self):
-        return 'mpi4py'
-
-    @property
-    def rank(self):
-        return self.comm.Get_rank()
-
-    @property
-    def num_workers(self):
-        return self.comm.Get_size()
-
-    def save_optimizer_states(self, fname, dump_optimizer=False):
-        raise NotImplementedError
-
-    def load_optimizer_states(self, fname):
-        raise NotImplementedError
-
-
-def _listed(x):
-    return x if isinstance(x, (list, tuple)) else [x]
-
-
-def _host_view(array):
-    """A numpy view of a CPU NDArray's own memory (no copy); the array must be ready."""
-    ptr = ctypes.c_void_p()
-    mx.base.check_call(mx.base._LIB.MXNDArrayGetData(array.handle, ctypes.byref(ptr)))
-    ctype = np.ctypeslib.as_ctypes_type(np.dtype(array.dtype))
-    return np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctype)), shape=array.shape)
-
-
 def _set_defaults_for(devices, horovod=False):
     """Defaults read when MPI or Horovod start; a value the user set wins (README:
     "Defaults"; the measurements are in bench/)."""
@@ -298,36 +232,6 @@ def _set_defaults_for(devices, horovod=False):
     if horovod and on_cpu and launchers.one_host():
         # a step takes 1-2 ms on CPU: Horovod's 1 ms cycle would add up to a cycle a step
         os.environ.setdefault('HOROVOD_CYCLE_TIME', '0.1')
-
-
-def one_context(devices, local_rank):
-    """One device per process: Horovod reduces only a process's first context."""
-    if devices.several:
-        raise UsageError(f'--devices {devices}: horovod and mpi use one device per process '
-                         '(several devices per Horovod process are not reduced); '
-                         'use --devices cpu or gpu and start one process per device')
-    if devices.kind == 'cpu':
-        return [mx.cpu()]
-    gpus = num_gpus()
-    if devices.kind == 'gpu' and gpus == 0:
-        raise UsageError(f'--devices {devices}: no GPU found; use --devices cpu')
-    return [mx.gpu(local_rank % gpus)] if gpus else [mx.cpu()]
-
-
-def contexts_of(devices):
-    """The contexts of one process for --devices."""
-    if devices.kind == 'cpu':
-        return [mx.cpu(i) for i in range(devices.count)]
-    have = num_gpus()
-    if devices.kind is None:
-        return [mx.gpu(0)] if have else [mx.cpu()]
-    ids = list(range(have)) if devices.gpu_ids is None else list(devices.gpu_ids)
-    if not ids or have == 0:
-        raise UsageError(f'--devices {devices}: no GPU found (this mxnet sees {have}); use --devices cpu')
-    bad = [i for i in ids if i >= have]
-    if bad:
-        raise UsageError(f'--devices {devices}: no GPU {bad[0]} (this machine has {have})')
-    return [mx.gpu(i) for i in ids]
 
 
 def horovod_built():
@@ -367,14 +271,3 @@ def start(backend, devices):
     if chosen == 'local' and len(contexts) > 1:
         raise UsageError(f'--devices {devices}: the local backend uses one device; use --backend devices')
     return (Devices if chosen == 'devices' else Local)(contexts)
-
-
-def _exit_now(code):
-    """Leave at once, without the interpreter's teardown (which can wait on peers)."""
-    import sys
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(code)

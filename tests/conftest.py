@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from distsoftmax import data, launchers
+from distsoftmax import data, idx, launchers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
@@ -86,8 +86,8 @@ def idx_dir(tmp_path):
     d = data.synthetic(seed=3, n_train=600, n_test=100)
     for split, images, labels in (('train', d.train_images, d.train_labels),
                                   ('t10k', d.test_images, d.test_labels)):
-        data.write_idx(tmp_path / f'{split}-images-idx3-ubyte.gz', images, data.IMAGES_MAGIC)
-        data.write_idx(tmp_path / f'{split}-labels-idx1-ubyte.gz', labels, data.LABELS_MAGIC)
+        idx.write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", images, idx.IMAGES_MAGIC)
+        idx.write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", labels, idx.LABELS_MAGIC)
     return tmp_path
 
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from conftest import load_params, needs_real_data, run_cli
-from distsoftmax import layout
+from distsoftmax import contexts
 
-GPUS = layout.num_gpus()
+GPUS = contexts.num_gpus()
 needs_gpu = pytest.mark.skipif(GPUS == 0, reason='mxnet sees no GPU (a CPU build, or no device)')
 needs_two = pytest.mark.skipif(GPUS < 2, reason='fewer than 2 GPUs')
 

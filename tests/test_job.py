@@ -5,10 +5,9 @@ import pty
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
-from conftest import REAL, ROOT, env, horovodrun, mpirun, needs_horovod, needs_real_data, run_cli
+from conftest import ROOT, env, horovodrun, mpirun, needs_horovod, needs_real_data, run_cli
 from distsoftmax import data
 from distsoftmax.cli import parse
 

@@ -44,6 +44,12 @@ LAUNCHER_FLAGS = {
 }
 
 
+needs_horovodrun = pytest.mark.skipif(
+    not os.path.exists(os.path.join(BIN, 'horovodrun')) or not horovod_available(),
+    reason='horovodrun or Horovod with MXNet not installed (./bootstrap.sh setup builds them)')
+needs_mpirun = pytest.mark.skipif(not shutil.which('mpirun'), reason='mpirun not installed')
+
+
 def launcher_env(**extra):
     """conftest's env: the venv's bin (horovodrun) first on PATH, OMP_NUM_THREADS=1."""
     return env(**extra)
@@ -265,10 +271,6 @@ def test_every_flag_in_launch_is_known():
 
 # ------------------------------------------------------------- real launchers
 
-needs_horovodrun = pytest.mark.skipif(
-    not os.path.exists(os.path.join(BIN, 'horovodrun')) or not horovod_available(),
-    reason='horovodrun or Horovod with MXNet not installed (./bootstrap.sh setup builds them)')
-needs_mpirun = pytest.mark.skipif(not shutil.which('mpirun'), reason='mpirun not installed')
 
 
 @pytest.mark.launcher

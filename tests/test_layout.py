@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import horovodrun, load_params, mpirun, needs_horovod, probe, run_cli
-from distsoftmax import config, launchers, layout
+from distsoftmax import config, contexts, launchers, layout
 from distsoftmax.errors import UsageError
 
 ONE_STEP = ['--synthetic', '256', '--batch-size', '256', '--epochs', '1']
@@ -71,16 +71,16 @@ def test_layout_tracks_single_process(how, when, reference, tmp_path):
 def test_devices_are_parsed_once():
     import mxnet as mx
     cpu, cpu3 = config.Devices.parse('cpu'), config.Devices.parse('cpu:3')
-    assert layout.contexts_of(cpu) == [mx.cpu(0)] and not cpu.several
-    assert layout.contexts_of(cpu3) == [mx.cpu(0), mx.cpu(1), mx.cpu(2)] and cpu3.several
+    assert contexts.contexts_of(cpu) == [mx.cpu(0)] and not cpu.several
+    assert contexts.contexts_of(cpu3) == [mx.cpu(0), mx.cpu(1), mx.cpu(2)] and cpu3.several
     assert config.Devices.parse('gpu:0,1').several and config.Devices.parse('gpu:all').several
     assert not config.Devices.parse('gpu:1').several
     for bad in ('tpu', 'cpu:0', 'cpu:x', 'gpu:a', 'gpu:0,0', ''):
         with pytest.raises(UsageError, match='--devices'):
             config.Devices.parse(bad)
-    if layout.num_gpus() == 0:
+    if contexts.num_gpus() == 0:
         with pytest.raises(UsageError, match='no GPU found'):
-            layout.contexts_of(config.Devices.parse('gpu:0'))
+            contexts.contexts_of(config.Devices.parse('gpu:0'))
 
 
 def _clean(monkeypatch):
