@@ -18,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -311,7 +312,7 @@ class NetnsHosts:
         self.tag = uuid.uuid4().hex[:6]
         self.names = list(names)
         self.addr = {n: f'{subnet}.{i + 1}' for i, n in enumerate(self.names)}
-        self.ns = {n: f'ds{self.tag}{n}'[:15] for n in self.names}
+        self.ns = {n: f'ds{self.tag}h{i}' for i, n in enumerate(self.names)}
         self.switch = f'ds{self.tag}sw'
         self.procs = Procs(os.path.join(self.d, 'log'))
         self.ssh_config = ssh_config
@@ -376,9 +377,11 @@ class NetnsHosts:
                      f'sshd on {n}')
         return self
 
+    setup = ''  # shell commands run in a host's mount namespace before its command
+
     def exec_argv(self, host, argv, user=None):
         """argv run in HOST: its network namespace and /etc/netns overlay, its hostname."""
-        inner = 'hostname "$0" && exec "$@"'
+        inner = f'hostname "$0" && {self.setup} exec "$@"'
         prefix = []
         if user is not None:
             prefix = [which('setpriv'), f'--reuid={user}', f'--regid={user}', '--clear-groups']
@@ -393,23 +396,29 @@ class NetnsHosts:
         r = sh('ip', 'netns', 'pids', self.ns[host], check=False)
         return [int(p) for p in r.stdout.split()]
 
-    def processes(self, host, exclude=()):
-        """(pid, cmdline) of what runs in HOST besides its sshd."""
-        mine = {p.pid for _, p in self.procs.procs} | set(exclude)
+    def processes(self, host):
+        """(pid, argv) of what runs in HOST besides its sshd."""
+        mine = {p.pid for _, p in self.procs.procs}
         out = []
         for pid in self.pids(host):
             if pid in mine:
                 continue
             try:
                 with open(f'/proc/{pid}/cmdline', 'rb') as f:
-                    cmd = f.read().replace(b'\0', b' ').decode(errors='replace').strip()
+                    argv = f.read().decode(errors='replace').split('\0')
             except OSError:
                 continue
-            out.append((pid, cmd))
+            out.append((pid, argv))
         return out
 
     def ranks(self, host):
-        return [(pid, cmd) for pid, cmd in self.processes(host) if 'distsoftmax' in cmd]
+        """(pid, argv) of the ranks in HOST: python -m distsoftmax."""
+        return [(pid, argv) for pid, argv in self.processes(host) if argv[1:3] == ['-m', 'distsoftmax']]
+
+    def leftovers(self, host):
+        """Ranks and whatever started them (horovodrun, mpirun, orted, ssh, a shell)."""
+        return [(pid, ' '.join(argv)) for pid, argv in self.processes(host)
+                if 'distsoftmax' in ' '.join(argv) or 'orted' in ' '.join(argv)]
 
     def destroy(self):
         for n in self.names:
@@ -428,3 +437,68 @@ class NetnsHosts:
         if self.made_run_sshd:
             shutil.rmtree('/run/sshd', ignore_errors=True)
         self.created = []
+
+
+# --------------------------------------------------------- the MPIJob's pods
+
+APP_UID = 1000  # the image's user (Dockerfile.gpu), home /home/app
+
+
+class Pods(NetnsHosts):
+    """NetnsHosts as the pods of an MPIJob: a user `app` (uid 1000, home
+    /home/app) in each pod's /etc/passwd, a private /home and /tmp (tmpfs), the
+    operator's ssh key pair mounted read-only at /home/app/.ssh (id_rsa,
+    id_rsa.pub, authorized_keys), no ssh client configuration of the tests."""
+
+    def __init__(self, d, names, aliases=None, **kw):
+        # uid 1000 must reach these files: a directory of its own, open to all
+        self.top = tempfile.mkdtemp(prefix='distsoftmax-pods-', dir='/dev/shm')
+        os.chmod(self.top, 0o755)
+        super().__init__(d, names, ssh_config=False, **kw)
+        self.aliases = aliases or {}
+        self.keys = os.path.join(self.top, 'ssh')
+        self.shared = os.path.join(self.top, 'shared')
+        with open('/etc/passwd') as f:
+            passwd = [line for line in f if line.split(':')[2:3] != [str(APP_UID)]]
+        with open('/etc/group') as f:
+            group = [line for line in f if line.split(':')[2:3] != [str(APP_UID)]]
+        passwd.append(f'app:x:{APP_UID}:{APP_UID}::/home/app:/bin/sh\n')
+        group.append(f'app:x:{APP_UID}:\n')
+        for n in self.names:
+            self.extra_etc.setdefault(n, {}).update(passwd=''.join(passwd), group=''.join(group))
+        # the interpreter may live under /root (0700, e.g. pyenv): give the pods a
+        # /root that uid 1000 may enter, with only that directory in it
+        real = os.path.realpath(sys.executable)
+        root_fix = ''
+        if real.startswith('/root/'):
+            top = '/root/' + real.split('/')[2]
+            root_fix = (f'mkdir /tmp/.stage && mount --bind {top} /tmp/.stage && '
+                        f'mount -t tmpfs -o mode=755 tmpfs /root && mkdir {top} && '
+                        f'mount --move /tmp/.stage {top} && ')
+        self.setup = ('mount --make-rprivate / && mount -t tmpfs -o mode=1777 tmpfs /tmp && '
+                      f'{root_fix}'
+                      'mount -t tmpfs -o mode=755 tmpfs /home && mkdir -p /home/app/.ssh && '
+                      f'chown {APP_UID}:{APP_UID} /home/app && '
+                      f'mount --bind {self.keys} /home/app/.ssh && '
+                      'mount -o remount,bind,ro /home/app/.ssh && ')
+
+    def default_hosts(self):
+        return '127.0.0.1 localhost\n' + ''.join(
+            f'{a} {" ".join(self.aliases.get(n, []))} {n}\n' for n, a in self.addr.items())
+
+    def create(self):
+        os.makedirs(self.keys)
+        sh('ssh-keygen', '-q', '-t', 'ecdsa', '-N', '', '-f', f'{self.keys}/id_rsa')
+        shutil.copy(f'{self.keys}/id_rsa.pub', f'{self.keys}/authorized_keys')
+        os.makedirs(self.shared)
+        for path in (self.keys, self.shared, *[os.path.join(self.keys, f) for f in os.listdir(self.keys)]):
+            os.chown(path, APP_UID, APP_UID)
+        return super().create()
+
+    def start(self, host, name, argv, **kw):
+        """A pod's container command, as uid 1000, kept running (stopped at destroy)."""
+        return self.procs.start(name, self.exec_argv(host, argv, user=APP_UID), **kw)
+
+    def destroy(self):
+        super().destroy()
+        shutil.rmtree(self.top, ignore_errors=True)

@@ -289,10 +289,11 @@ def run_on(hosts, host, cmd, timeout=240, **extra):
 
 
 def assert_no_rank_left(hosts, wait=10):
+    """No rank, nor its launcher, orted or ssh, still runs on any host."""
     deadline = time.monotonic() + wait
-    while time.monotonic() < deadline and any(hosts.ranks(n) for n in hosts.names):
+    while time.monotonic() < deadline and any(hosts.leftovers(n) for n in hosts.names):
         time.sleep(0.2)
-    left = {n: hosts.ranks(n) for n in hosts.names if hosts.ranks(n)}
+    left = {n: hosts.leftovers(n) for n in hosts.names if hosts.leftovers(n)}
     for procs in left.values():
         for pid, _ in procs:
             cf._kill(pid)
@@ -430,3 +431,132 @@ def test_multihost_sh_stops_before_gloo_where_a_host_name_does_not_resolve(
     assert f"'{hosts.addr['b']} b' in /etc/hosts" in lines[0], out
     assert took < 30
     assert_no_rank_left(hosts, wait=0)
+
+
+# ========================================================== the MPIJob's pods
+
+JOB = 'distsoftmax'
+WORKERS = [f'{JOB}-worker-0', f'{JOB}-worker-1']
+# the operator's hostfile names a worker by its name under the job's service
+FQDN = {w: f'{w}.{JOB}-worker.default.svc' for w in WORKERS}
+
+
+def mpijob():
+    yaml = pytest.importorskip('yaml')
+    with open(os.path.join(LAUNCH, 'mpijob.yaml')) as f:
+        text = f.read()
+    job = next(d for d in yaml.safe_load_all(text) if d and d['kind'] == 'MPIJob')
+    # the plain-mpirun variant, a YAML block in the launcher's comment
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if 'Plain MPI instead' in line)
+    block = []
+    for line in lines[start + 1:]:
+        m = re.match(r'\s*#   (.*)$', line)
+        if not m:
+            if block:
+                break
+            continue
+        block.append(m.group(1))
+    return job, yaml.safe_load('\n'.join(block))
+
+
+@pytest.fixture(scope='module')
+def pods(tmp_path_factory):
+    """The launcher and two worker pods; the workers run the YAML's own command."""
+    require_cluster()
+    job, _ = mpijob()
+    spec = job['spec']
+    worker = spec['mpiReplicaSpecs']['Worker']['template']['spec']['containers'][0]
+    assert spec['sshAuthMountPath'] == '/home/app/.ssh'
+    p = cf.Pods(tmp_path_factory.mktemp('pods'), [f'{JOB}-launcher', *WORKERS],
+                aliases={w: [FQDN[w]] for w in WORKERS})
+    try:
+        p.create()
+        for w in WORKERS:
+            p.start(w, f'sshd-{w}', [*worker['command'], *worker['args']], env=pod_env())
+        for w in WORKERS:  # up: the launcher reaches it as the operator's key's owner
+            cf.wait_for(lambda w=w: subprocess.run(
+                p.exec_argv(f'{JOB}-launcher', ['ssh', '-p', '2222', '-o', 'BatchMode=yes',
+                                               '-o', 'StrictHostKeyChecking=no',
+                                               '-o', 'UserKnownHostsFile=/dev/null', FQDN[w], 'true'],
+                            user=cf.APP_UID),
+                env=pod_env(), capture_output=True).returncode == 0, 30, f'sshd of {w}')
+        os.symlink(REAL, os.path.join(p.shared, 'fashion-mnist')) if REAL else None
+        yield p
+    finally:
+        p.destroy()
+
+
+def pod_env(**extra):
+    """The image's environment: its PATH (the venv first), its user's home."""
+    e = {'PATH': f'{BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+         'HOME': '/home/app', 'USER': 'app', 'LANG': 'C.UTF-8', 'PYTHONPATH': ROOT,
+         'LD_LIBRARY_PATH': '/usr/local/nvidia/lib64'}  # as the CUDA base image sets it
+    e.update({k: str(v) for k, v in extra.items()})
+    return e
+
+
+def launcher_command(pods, container, epochs=1):
+    """The launcher's command from the YAML, scaled to this machine: one slot per
+    worker instead of 4 GPUs, 1 epoch; /shared is the pods' shared directory and
+    /etc/mpi/hostfile the one the operator would write."""
+    hostfile = os.path.join(pods.top, 'hostfile')
+    with open(hostfile, 'w') as f:
+        f.write(''.join(f'{FQDN[w]} slots=1\n' for w in WORKERS))
+    cmd = [str(t) for t in container['command'] + container['args']]
+    cmd[cmd.index('-np') + 1] = str(len(WORKERS))
+    cmd[cmd.index('--epochs') + 1] = str(epochs)
+    cmd = [t.replace('/etc/mpi/hostfile', hostfile).replace('/shared', pods.shared) for t in cmd]
+    if container['command'] == ['mpirun']:  # the operator's hostfile, as the operator passes it
+        cmd[1:1] = ['--hostfile', hostfile]
+    return cmd
+
+
+@pytest.mark.skipif(REAL is None, reason='dataset-fashion-mnist not installed')
+@pytest.mark.parametrize('variant', ['horovodrun', 'mpirun'])
+def test_mpijob_pods_run_the_launcher(pods, tmp_path, variant):
+    job, plain = mpijob()
+    launcher = job['spec']['mpiReplicaSpecs']['Launcher']['template']['spec']['containers'][0]
+    container = dict(launcher, **plain) if variant == 'mpirun' else launcher
+    cmd = launcher_command(pods, container)
+    for f in ('metrics.jsonl',):
+        if os.path.exists(os.path.join(pods.shared, f)):
+            os.remove(os.path.join(pods.shared, f))
+    shutil.rmtree(os.path.join(pods.shared, 'ckpt'), ignore_errors=True)
+    watch = Watch(pods)
+    p = subprocess.run(pods.exec_argv(f'{JOB}-launcher', cmd, user=cf.APP_UID), cwd=ROOT,
+                       capture_output=True, text=True, timeout=300,
+                       env=pod_env(OMP_NUM_THREADS=1))
+    seen = watch.done()
+    assert p.returncode == 0, f'{cmd}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}'
+    s = summary(os.path.join(pods.shared, 'metrics.jsonl'))
+    assert (s['layout'], s['world_size']) == ({'horovodrun': 'horovod', 'mpirun': 'mpi'}[variant], 2), s
+    assert seen == set(WORKERS), seen  # the ranks ran on the workers, none on the launcher
+    assert epoch_of(os.path.join(pods.shared, 'ckpt')) == 1
+    assert_no_rank_left(pods)
+
+
+@pytest.mark.parametrize('without', ['host-key-options', '-x PATH'])
+def test_mpijob_mpirun_variant_needs_what_it_has(pods, without):
+    """The faults of the YAML's former plain-mpirun comment, shown in the pods:
+    no StrictHostKeyChecking=no (host key verification fails), no -x PATH
+    (sshd sessions lack the image's PATH: python not found)."""
+    job, plain = mpijob()
+    launcher = job['spec']['mpiReplicaSpecs']['Launcher']['template']['spec']['containers'][0]
+    args = list(plain['args'])
+    if without == '-x PATH':
+        i = next(i for i in range(len(args) - 1) if args[i:i + 2] == ['-x', 'PATH'])
+        del args[i:i + 2]
+    else:
+        i = args.index('plm_rsh_args')
+        args[i + 1] = '-p 2222'
+    cmd = launcher_command(pods, dict(launcher, command=plain['command'], args=args))
+    p = subprocess.run(pods.exec_argv(f'{JOB}-launcher', cmd, user=cf.APP_UID), cwd=ROOT,
+                       capture_output=True, text=True, timeout=120, env=pod_env(OMP_NUM_THREADS=1))
+    out = p.stdout + p.stderr
+    assert p.returncode != 0, out
+    if without == '-x PATH':
+        assert re.search(r'unable to find the specified executable|python.*not found', out, re.I), out
+    else:
+        assert 'Host key verification failed' in out, out
+    assert_no_rank_left(pods)
