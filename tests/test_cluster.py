@@ -185,15 +185,32 @@ def test_srun_backend_on_two_nodes(slurm, single, tmp_path, backend):
 
 
 def _wait_job(slurm, job, states, timeout, what):
-    return cf.wait_for(lambda: (lambda j: j if j.get('JobState') in states else None)(slurm.job(job)),
-                       timeout, what)
+    try:
+        return cf.wait_for(lambda: (lambda j: j if j.get('JobState') in states else None)(slurm.job(job)),
+                           timeout, what)
+    except TimeoutError as e:
+        raise AssertionError(f'{e}: {slurm.job(job)}\n{slurm.logs()}') from None
+
+
+def _wait_epoch(slurm, job, ckpt, out, timeout=120):
+    def saved():
+        if epoch_of(ckpt) >= 1:
+            return True
+        j = slurm.job(job)
+        if j.get('JobState') not in ('PENDING', 'RUNNING', 'CONFIGURING'):
+            raise AssertionError(f'job ended before epoch 1: {j}\n{open(out).read()}')
+    try:
+        cf.wait_for(saved, timeout, 'epoch 1 saved')
+    except TimeoutError as e:
+        text = open(out).read() if os.path.exists(out) else ''
+        raise AssertionError(f'{e}: {slurm.job(job)}\n{text}\n{slurm.logs()}') from None
 
 
 def test_requeue_by_usr1_resumes_and_ends_bit_equal(slurm, slurm_synthetic, tmp_path):
     ckpt = tmp_path / 'ckpt'
     job, out = sbatch(slurm, tmp_path, *FLAGS, '--epochs', EPOCHS, '--checkpoint-dir', ckpt,
                       wait=False, DISTSOFTMAX_FAULT='sleep=0.03')
-    cf.wait_for(lambda: epoch_of(ckpt) >= 1, 120, 'epoch 1 saved')
+    _wait_epoch(slurm, job, ckpt, out)
     slurm.run('scancel', '--batch', '--signal=USR1', job)
     # requeued: pending again, with a begin time about 2 minutes ahead; start it now
     j = _wait_job(slurm, job, ('PENDING',), 60, 'the job requeued')
@@ -212,7 +229,7 @@ def test_max_requeues_reached_stops_the_ranks_gracefully(slurm, tmp_path):
     ckpt = tmp_path / 'ckpt'
     job, out = sbatch(slurm, tmp_path, *FLAGS, '--epochs', 50, '--checkpoint-dir', ckpt,
                       wait=False, MAX_REQUEUES=0, DISTSOFTMAX_FAULT='sleep=0.03')
-    cf.wait_for(lambda: epoch_of(ckpt) >= 1, 120, 'epoch 1 saved')
+    _wait_epoch(slurm, job, ckpt, out)
     stopped = time.monotonic()
     slurm.run('scancel', '--batch', '--signal=USR1', job)
     j = _wait_job(slurm, job, ('COMPLETED', 'FAILED', 'CANCELLED', 'PENDING'), 120, 'the job ended')

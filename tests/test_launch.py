@@ -38,7 +38,7 @@ LAUNCHER_FLAGS = {
     # srun / sbatch / scancel / scontrol
     '--job-name', '--nodes', '--ntasks-per-node', '--gpus-per-node', '--cpus-per-task',
     '--time', '--requeue', '--signal', '--open-mode', '--output', '--kill-on-bad-exit',
-    '--cpu-bind', '--batch',
+    '--cpu-bind', '--batch', '--wait',
     # pytest, pip and such in the README
     '--help', '--no-binary',
 }
