@@ -127,4 +127,41 @@ if [ "$controller" = gloo ] && [ "${CHECK_HOSTS:-1}" != 0 ] && [ -z "$local_only
     check_host_names
 fi
 
-exec horovodrun "${args[@]}" "${extra[@]}" "$python" -m distsoftmax "$@"
+# A failed job can leave a rank behind on its host: one stuck in Gloo's
+# connection retries ignores SIGTERM, and horovodrun only ends its own ssh.
+# Every rank of this run carries DISTSOFTMAX_MULTIHOST_RUN (horovodrun passes
+# the environment on); after a failure, ssh ends those processes on every host,
+# and only those.
+DISTSOFTMAX_MULTIHOST_RUN="${HOSTNAME:-host}-$$-$(date +%s)-$RANDOM"
+export DISTSOFTMAX_MULTIHOST_RUN
+# shellcheck disable=SC2016  # expanded on the remote host
+reap='for e in /proc/[0-9]*/environ; do
+    if tr "\0" "\n" < "$e" 2>/dev/null | grep -qxF "DISTSOFTMAX_MULTIHOST_RUN=$1"; then
+        p=${e#/proc/}; kill -KILL "${p%/environ}" 2>/dev/null && echo "${p%/environ}"
+    fi
+done; true'
+reap_ranks() {
+    local host pids
+    for host in "${names[@]}"; do
+        # not in ssh's own environment: on this host the search would find ssh
+        pids=$(env -u DISTSOFTMAX_MULTIHOST_RUN ssh "${ssh_opts[@]}" "$host" \
+               bash -s -- "$DISTSOFTMAX_MULTIHOST_RUN" <<< "$reap" 2>/dev/null) || continue
+        if [ -n "$pids" ]; then
+            echo "multihost.sh: ended what was left of this run on $host: pid ${pids//$'\n'/ }" >&2
+        fi
+    done
+}
+
+horovodrun "${args[@]}" "${extra[@]}" "$python" -m distsoftmax "$@" &
+child=$!
+trap 'kill -TERM "$child" 2>/dev/null || true' INT TERM
+status=0
+wait "$child" || status=$?
+while kill -0 "$child" 2>/dev/null; do  # the wait was cut short by a signal
+    status=0
+    wait "$child" || status=$?
+done
+if [ "$status" -ne 0 ] && [ -z "$local_only" ]; then
+    reap_ranks
+fi
+exit "$status"

@@ -577,3 +577,51 @@ def test_mpijob_mpirun_variant_needs_what_it_has(pods, without):
     else:
         assert 'Host key verification failed' in out, out
     assert_no_rank_left(pods)
+
+
+def test_a_failed_gloo_run_leaves_no_rank_on_any_host(hosts, tmp_path):
+    """Both hosts' names on 127.0.1.1 and the check skipped: Horovod's Gloo fails
+    ("Connection refused") and the rank on b used to stay, stuck in Gloo's
+    retries; multihost.sh now ends what is left of its run on every host."""
+    paths = {n: f'/etc/netns/{hosts.ns[n]}/hosts' for n in hosts.names}
+    good = {n: open(p).read() for n, p in paths.items()}
+    try:
+        for n, p in paths.items():
+            with open(p, 'w') as f:
+                f.write(''.join(f'{"127.0.1.1" if m == n else a} {m}\n' for m, a in hosts.addr.items()))
+        rc, out = run_on(hosts, 'a', [os.path.join(LAUNCH, 'multihost.sh'), *FLAGS, '--epochs', '1'],
+                         timeout=120, HOSTFILE=hostfile(tmp_path, ['a', 'b']), CHECK_HOSTS=0,
+                         SSH_IDENTITY_FILE=hosts.key, HOROVOD_GLOO_IFACE='eth0')
+    finally:
+        for n, p in paths.items():
+            with open(p, 'w') as f:
+                f.write(good[n])
+    assert rc != 0, out
+    assert 'Connection refused' in out, out
+    print(out[-600:])
+    assert_no_rank_left(hosts, wait=3)
+
+
+def test_sigterm_of_multihost_sh_stops_every_rank(hosts, tmp_path):
+    """SIGTERM to multihost.sh (as recover.sh sends it) reaches horovodrun,
+    and no rank stays on any host."""
+    ckpt = tmp_path / 'ckpt'
+    p = subprocess.Popen(hosts.exec_argv('a', [os.path.join(LAUNCH, 'multihost.sh'), *FLAGS,
+                                               '--epochs', '20', '--checkpoint-dir', str(ckpt)]),
+                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         start_new_session=True,
+                         env=cluster_env(HOSTFILE=hostfile(tmp_path, ['a', 'b']),
+                                         SSH_IDENTITY_FILE=hosts.key, HOROVOD_GLOO_IFACE='eth0',
+                                         DISTSOFTMAX_FAULT='sleep=0.03'))
+    try:
+        cf.wait_for(lambda: epoch_of(ckpt) >= 1 or p.poll() is not None, 120, 'epoch 1')
+        assert p.poll() is None, p.stdout.read()
+        p.send_signal(signal.SIGTERM)  # multihost.sh's own PID: ip netns exec and unshare exec it
+        out, _ = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    assert p.returncode != 0, out
+    assert 1 <= epoch_of(ckpt) < 20
+    assert_no_rank_left(hosts, wait=10)
