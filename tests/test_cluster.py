@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 
 import numpy as np
 import pytest
@@ -264,7 +263,7 @@ def hosts(tmp_path_factory):
         h.destroy()
 
 
-def hostfile(tmp, names, style='slots'):
+def hostfile(tmp, names):
     path = tmp / 'hosts'
     path.write_text(''.join(f'{n} slots=1\n' for n in names))
     return path
@@ -498,7 +497,8 @@ def pods(tmp_path_factory):
                                                '-o', 'UserKnownHostsFile=/dev/null', FQDN[w], 'true'],
                             user=cf.APP_UID),
                 env=pod_env(), capture_output=True).returncode == 0, 30, f'sshd of {w}')
-        os.symlink(REAL, os.path.join(p.shared, 'fashion-mnist')) if REAL else None
+        if REAL:
+            os.symlink(REAL, os.path.join(p.shared, 'fashion-mnist'))
         yield p
     finally:
         p.destroy()
