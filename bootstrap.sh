@@ -12,7 +12,8 @@ cache="${XDG_CACHE_HOME:-$HOME/.cache}/distsoftmax"
 wheels="$cache/wheels"
 horovod_version=0.28.1
 apt_packages=(build-essential libopenmpi-dev openmpi-bin libgomp1 libquadmath0
-              dataset-fashion-mnist shellcheck python3 python3-venv python3-dev)
+              dataset-fashion-mnist shellcheck python3 python3-venv python3-dev
+              slurm-wlm munge openssh-server openssh-client iproute2)  # tests/test_cluster.py
 
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# shellcheck disable=SC2034  # REPO_PYTHON, controller, SHIFT_ARGS: read by the sourcing script
+# shellcheck disable=SC2034  # REPO_PYTHON, controller, SHIFT_ARGS, words: read by the sourcing script
 # Sourced by local.sh, mpi.sh and multihost.sh (running it alone does nothing):
 # what every recipe does before it starts its launcher.
 set -euo pipefail
@@ -52,4 +52,20 @@ default_np() {
 # horovodrun and mpirun -x pass it on to every process.
 default_omp_threads() {
     export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+}
+
+# split_words SCRIPT NAME: the variable NAME (e.g. MPIRUN_ARGS) split into words
+# as a shell would split it, quotes and backslashes included, without expanding
+# anything: MPIRUN_ARGS="--mca plm_rsh_args '-i /keys/id -p 2222'" gives three
+# words. The words land in the array `words`; unbalanced quotes exit 2.
+split_words() {
+    local script=$1 name=$2 value err
+    value=${!name:-}
+    words=()
+    [ -n "$value" ] || return 0
+    if ! err=$(xargs -r true 2>&1 <<< "$value"); then
+        echo "$script: $name: ${err#xargs: }" >&2
+        exit 2
+    fi
+    mapfile -d '' -t words < <(xargs -r printf '%s\0' <<< "$value")
 }

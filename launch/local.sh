@@ -8,8 +8,8 @@
 #   HOROVOD_CONTROLLER  gloo (default) or mpi: horovodrun --gloo / --mpi
 #                       (a leading --gloo or --mpi argument wins over it)
 #   OMP_NUM_THREADS     threads per process (default: 1)
-#   HOROVODRUN_ARGS     more horovodrun options, split on spaces,
-#                       e.g. "--timeline-filename /tmp/timeline.json --verbose"
+#   HOROVODRUN_ARGS     more horovodrun options, split as a shell splits words (quote
+#                       a value with spaces), e.g. "--timeline-filename /tmp/timeline.json --verbose"
 #   PYTHON              the interpreter (default: the repo's .venv, else python on PATH)
 # Every other argument goes to `python -m distsoftmax`.
 set -euo pipefail
@@ -25,7 +25,8 @@ shift "$SHIFT_ARGS"
 default_np local.sh
 default_omp_threads
 
-read -r -a extra <<< "${HOROVODRUN_ARGS:-}"
+split_words local.sh HOROVODRUN_ARGS
+extra=("${words[@]}")
 # with --mpi horovodrun adds Open MPI's --allow-run-as-root itself
 exec horovodrun -np "$NP" -H "localhost:$NP" "--$controller" "${extra[@]}" \
     "$python" -m distsoftmax "$@"

@@ -8,7 +8,13 @@
 #   NP               processes (default: one per GPU from nvidia-smi -L, else 2)
 #   HOSTFILE         an Open MPI hostfile ("node1 slots=4" lines); default: this host
 #   OMP_NUM_THREADS  threads per process (default: 1), sent with -x
-#   MPIRUN_ARGS      more mpirun options, split on spaces, e.g. "--mca btl_tcp_if_include eth0"
+#   MPIRUN_ARGS      more mpirun options, split as a shell splits words (quote a value
+#                    with spaces), e.g. "--mca btl_tcp_if_include eth0" or
+#                    "--mca plm_rsh_args '-o ConnectTimeout=10 -i /keys/id'"
+#   SSH_IDENTITY_FILE, SSH_PORT
+#                    with HOSTFILE: the ssh key and port mpirun uses to reach the
+#                    hosts (-mca plm_rsh_args "-i FILE -p PORT"; give either these
+#                    or plm_rsh_args in MPIRUN_ARGS, not both)
 #   PYTHON           the interpreter (default: the repo's .venv, else python on PATH)
 # mpi4py must be built against the mpirun found on PATH (bootstrap.sh does so).
 set -euo pipefail
@@ -30,6 +36,13 @@ if [ -n "${HOSTFILE:-}" ]; then
 elif [ "$NP" -gt "$cores" ]; then
     args+=(--oversubscribe)  # more ranks than cores on this one host
 fi
-read -r -a extra <<< "${MPIRUN_ARGS:-}"
+rsh=()
+if [ -n "${SSH_IDENTITY_FILE:-}" ]; then rsh+=(-i "$SSH_IDENTITY_FILE"); fi
+if [ -n "${SSH_PORT:-}" ]; then rsh+=(-p "$SSH_PORT"); fi
+if [ ${#rsh[@]} -gt 0 ]; then
+    args+=(--mca plm_rsh_args "${rsh[*]}")
+fi
+split_words mpi.sh MPIRUN_ARGS
+extra=("${words[@]}")
 
 exec mpirun "${args[@]}" "${extra[@]}" "$python" -m distsoftmax --backend mpi "$@"

@@ -24,8 +24,16 @@
 #                       for the common routed interfaces and uses the first, and
 #                       overrides any NCCL_SOCKET_IFNAME of yours with that list.
 #   SSH_PORT            ssh port, if not 22 (horovodrun -p)
+#   SSH_IDENTITY_FILE   ssh private key, if not ssh's default (horovodrun --ssh-identity-file)
+#   CHECK_HOSTS         1 (default): with Gloo on several hosts, first check over ssh
+#                       that every host's own name resolves, on that host, to one of
+#                       its non-loopback addresses (on HOROVOD_GLOO_IFACE when set);
+#                       Horovod 0.28.1's Gloo builds a context from that name, and
+#                       fails ("Connection refused", or a segfault) where it resolves
+#                       to 127.0.1.1 (Debian's and Ubuntu's default /etc/hosts) or to
+#                       nothing. 0 skips the check.
 #   OMP_NUM_THREADS     threads per process (default: 1)
-#   HOROVODRUN_ARGS     more horovodrun options, split on spaces
+#   HOROVODRUN_ARGS     more horovodrun options, split as a shell splits words
 #   PYTHON              the interpreter, as a path valid on every host
 #                       (default: this repo's .venv/bin/python, else python)
 set -euo pipefail
@@ -45,7 +53,7 @@ if [ ! -r "$hostfile" ]; then
          "or set HOSTFILE" >&2
     exit 2
 fi
-slots=0 hosts=0
+slots=0 hosts=0 names=()
 while read -r line || [ -n "$line" ]; do
     if ! [[ "$line" =~ ^[^[:space:]]+[[:space:]]+slots=([0-9]+)[[:space:]]*$ ]]; then
         echo "multihost.sh: $hostfile: '$line' is not 'host slots=N'" \
@@ -53,6 +61,7 @@ while read -r line || [ -n "$line" ]; do
         exit 2
     fi
     n=${BASH_REMATCH[1]}
+    names+=("${line%%[[:space:]]*}")
     slots=$(( slots + n )) hosts=$(( hosts + 1 ))
 done < "$hostfile"
 if [ "$hosts" -eq 0 ]; then
@@ -67,9 +76,92 @@ args=(-np "$NP" --hostfile "$hostfile" "--$controller")
 if [ -n "${HOROVOD_GLOO_IFACE:-}" ]; then
     args+=(--network-interfaces "$HOROVOD_GLOO_IFACE")
 fi
+ssh_opts=(-o BatchMode=yes -o ConnectTimeout=10 -o StrictHostKeyChecking=no)  # as horovodrun's
 if [ -n "${SSH_PORT:-}" ]; then
     args+=(-p "$SSH_PORT")
+    ssh_opts+=(-p "$SSH_PORT")
 fi
-read -r -a extra <<< "${HOROVODRUN_ARGS:-}"
+if [ -n "${SSH_IDENTITY_FILE:-}" ]; then
+    args+=(--ssh-identity-file "$SSH_IDENTITY_FILE")
+    ssh_opts+=(-i "$SSH_IDENTITY_FILE")
+fi
+split_words multihost.sh HOROVODRUN_ARGS
+extra=("${words[@]}")
 
-exec horovodrun "${args[@]}" "${extra[@]}" "$python" -m distsoftmax "$@"
+# Run on a host: its name, the first IPv4 address that name resolves to there,
+# and its IPv4 addresses (on the interface $1, if given), one per line.
+# shellcheck disable=SC2016  # expanded on the remote host
+probe='h=$(hostname); a=$(getent ahostsv4 "$h" | head -n 1 | cut -d " " -f 1)
+echo "$h ${a:--}"; ip -o -4 addr show ${1:+dev "$1"} | awk "{sub(\"/.*\", \"\", \$4); print \$4}"'
+
+# Horovod 0.28.1's Gloo builds one of its contexts from each host's own name
+# (not from --network-interfaces): stop here, with the fix, where that name
+# does not resolve to an address of that host that the other hosts can reach.
+check_host_names() {
+    local host out name addr mine ok a iface=${HOROVOD_GLOO_IFACE:-}
+    for host in "${names[@]}"; do
+        if ! out=$(ssh "${ssh_opts[@]}" "$host" bash -s -- "$iface" <<< "$probe" 2>&1); then
+            echo "multihost.sh: cannot ssh to $host to check it (ssh ${ssh_opts[*]} $host):" \
+                 "$(tail -n 1 <<< "$out")" >&2
+            exit 2
+        fi
+        read -r name addr <<< "$(head -n 1 <<< "$out")"
+        mine=$(tail -n +2 <<< "$out" | grep -v '^127\.' || true)
+        ok=''
+        for a in $mine; do [ "$a" = "$addr" ] && ok=1; done
+        if [ -z "$ok" ]; then
+            a=$(head -n 1 <<< "$mine")
+            echo "multihost.sh: on $host the host name '$name' resolves to ${addr/#-/nothing}," \
+                 "not to an address of ${iface:-a non-loopback interface of} $host; Horovod's Gloo" \
+                 "fails on that: on $host put '${a:-ADDRESS} $name' in /etc/hosts (instead of any" \
+                 "127.0.1.1 line), or use --mpi, or CHECK_HOSTS=0 to skip this check" >&2
+            exit 2
+        fi
+    done
+}
+local_only=1
+for host in "${names[@]}"; do
+    case "$host" in localhost | 127.*) ;; *) local_only='' ;; esac
+done
+if [ "$controller" = gloo ] && [ "${CHECK_HOSTS:-1}" != 0 ] && [ -z "$local_only" ]; then
+    check_host_names
+fi
+
+# A failed job can leave a rank behind on its host: one stuck in Gloo's
+# connection retries ignores SIGTERM, and horovodrun only ends its own ssh.
+# Every rank of this run carries DISTSOFTMAX_MULTIHOST_RUN (horovodrun passes
+# the environment on); after a failure, ssh ends those processes on every host,
+# and only those.
+DISTSOFTMAX_MULTIHOST_RUN="${HOSTNAME:-host}-$$-$(date +%s)-$RANDOM"
+export DISTSOFTMAX_MULTIHOST_RUN
+# shellcheck disable=SC2016  # expanded on the remote host
+reap='for e in /proc/[0-9]*/environ; do
+    if tr "\0" "\n" < "$e" 2>/dev/null | grep -qxF "DISTSOFTMAX_MULTIHOST_RUN=$1"; then
+        p=${e#/proc/}; kill -KILL "${p%/environ}" 2>/dev/null && echo "${p%/environ}"
+    fi
+done; true'
+reap_ranks() {
+    local host pids
+    for host in "${names[@]}"; do
+        # not in ssh's own environment: on this host the search would find ssh
+        pids=$(env -u DISTSOFTMAX_MULTIHOST_RUN ssh "${ssh_opts[@]}" "$host" \
+               bash -s -- "$DISTSOFTMAX_MULTIHOST_RUN" <<< "$reap" 2>/dev/null) || continue
+        if [ -n "$pids" ]; then
+            echo "multihost.sh: ended what was left of this run on $host: pid ${pids//$'\n'/ }" >&2
+        fi
+    done
+}
+
+horovodrun "${args[@]}" "${extra[@]}" "$python" -m distsoftmax "$@" &
+child=$!
+trap 'kill -TERM "$child" 2>/dev/null || true' INT TERM
+status=0
+wait "$child" || status=$?
+while kill -0 "$child" 2>/dev/null; do  # the wait was cut short by a signal
+    status=0
+    wait "$child" || status=$?
+done
+if [ "$status" -ne 0 ] && [ -z "$local_only" ]; then
+    reap_ranks
+fi
+exit "$status"

@@ -38,7 +38,7 @@ LAUNCHER_FLAGS = {
     # srun / sbatch / scancel / scontrol
     '--job-name', '--nodes', '--ntasks-per-node', '--gpus-per-node', '--cpus-per-task',
     '--time', '--requeue', '--signal', '--open-mode', '--output', '--kill-on-bad-exit',
-    '--cpu-bind', '--batch',
+    '--cpu-bind', '--batch', '--wait',
     # pytest, pip and such in the README
     '--help', '--no-binary',
 }
@@ -430,3 +430,55 @@ def test_recover_sh_resumes_after_a_killed_rank(tmp_path):
     # nothing left behind
     time.sleep(0.5)
     assert not _ranks(tag), f'rank processes left behind: {_ranks(tag)}'
+
+
+# ------------------------------------------------------- the MPIJob's schema
+
+# kubeflow/mpi-operator v0.8.2's MPIJob CRD, kept beside the repository (shared/)
+MPIJOB_CRD = os.path.join(os.path.dirname(ROOT), 'shared', 'k8s', 'mpijobs.kubeflow.org.crd.yaml')
+
+
+def _mpijob_schema():
+    yaml = pytest.importorskip('yaml')
+    pytest.importorskip('jsonschema')
+    if not os.path.isfile(MPIJOB_CRD):
+        pytest.skip(f'no MPIJob CRD at {MPIJOB_CRD} (shared/ beside the repository)')
+    with open(MPIJOB_CRD) as f:
+        crd = yaml.safe_load(f)
+    version = next(v for v in crd['spec']['versions'] if v['name'] == 'v2beta1')
+    with open(os.path.join(LAUNCH, 'mpijob.yaml')) as f:
+        job = next(d for d in yaml.safe_load_all(f) if d and d['kind'] == 'MPIJob')
+    return version['schema']['openAPIV3Schema'], job
+
+
+def strict_schema(schema):
+    """The schema with unknown fields rejected, as the API server's strict field
+    validation does: every object with properties and without
+    x-kubernetes-preserve-unknown-fields or additionalProperties takes no others."""
+    if isinstance(schema, dict):
+        out = {k: strict_schema(v) for k, v in schema.items()}
+        if ('properties' in out and 'additionalProperties' not in out
+                and not out.get('x-kubernetes-preserve-unknown-fields')):
+            out['additionalProperties'] = False
+        return out
+    if isinstance(schema, list):
+        return [strict_schema(v) for v in schema]
+    return schema
+
+
+def _errors(schema, doc):
+    import jsonschema
+    return sorted(f'{"/".join(map(str, e.absolute_path))}: {e.message}'
+                  for e in jsonschema.Draft7Validator(schema).iter_errors(doc))
+
+
+def test_mpijob_is_valid_against_the_operators_crd():
+    schema, job = _mpijob_schema()
+    assert not _errors(schema, job)
+    strict = strict_schema(schema)
+    assert not _errors(strict, job), _errors(strict, job)
+    # strict really rejects unknown fields: a typo in the launcher's container
+    import copy
+    bad = copy.deepcopy(job)
+    bad['spec']['mpiReplicaSpecs']['Launcher']['template']['spec']['containers'][0]['comand'] = ['x']
+    assert not _errors(schema, bad) and any('comand' in e for e in _errors(strict, bad))
