@@ -21,6 +21,7 @@ from bench import configs as C  # noqa: E402
 from bench import report, summary  # noqa: E402
 
 BENCH = os.path.join(ROOT, 'bench', 'run.py')
+ACCURACY = os.path.join(ROOT, 'bench', 'accuracy.py')
 ANCHORS = os.path.join(os.path.dirname(ROOT), 'shared', 'anchors')
 TORCH = os.environ.get('DISTSOFTMAX_BENCH_TORCH')
 needs_gnu_time = pytest.mark.skipif(not os.access('/usr/bin/time', os.X_OK),
@@ -127,6 +128,21 @@ def test_unknown_config_or_torch_without_interpreter_is_refused():
     assert r.returncode == 2 and 'nope' in r.stderr
     r = bench('--only', C.TORCH_TUNED.name, timeout=60)
     assert r.returncode == 2 and '--torch' in r.stderr
+
+
+def test_accuracy_smoke(tmp_path):
+    r = subprocess.run([sys.executable, ACCURACY, '--synthetic', '600', '--seeds', '0-1',
+                        '--runs', '1' if os.path.isdir(ANCHORS) else '0', '--epochs', '1',
+                        '--out', str(tmp_path)],
+                       cwd=ROOT, env=harness.launch_env(), capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    raw = json.loads((tmp_path / 'accuracy.json').read_text())
+    assert [x['seed'] for x in raw['distsoftmax']['runs']] == [0, 1]
+    assert raw['distsoftmax']['stats']['n'] == 2 and 'synthetic' in raw['verdict']
+    md = (tmp_path / 'ACCURACY.md').read_text()
+    assert 'distsoftmax, seeds 0,1 | 2 |' in md and 'textbook' in md
+    assert 'distsoftmax seed 0:' in r.stdout and 'mean' in r.stdout
 
 
 def test_harness_launcher_argv():
