@@ -167,3 +167,11 @@ def test_harness_writes_idx_files_the_package_reads(tmp_path):
     assert (back.train_images == d.train_images).all() and (back.test_labels == d.test_labels).all()
     with gzip.open(tmp_path / 'idx' / 'train-images-idx3-ubyte.gz') as f:
         assert f.read(16)[8:] == (28).to_bytes(4, 'big') * 2
+
+
+def test_all_sh_passes_shellcheck():
+    if not shutil.which('shellcheck'):
+        pytest.skip('shellcheck not installed (apt-get install shellcheck)')
+    p = subprocess.run(['shellcheck', '--shell=bash', os.path.join(ROOT, 'bench', 'all.sh')],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout
