@@ -1,0 +1,1 @@
+"""The benchmark of distsoftmax (not part of the installed package): see bench/README.md."""
