@@ -60,8 +60,9 @@ python_env() {
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
         say "installing distsoftmax (editable) with extras mpi,test"
         "$venv/bin/pip" install -q --upgrade pip wheel packaging
-        # mpi4py from source, so it links the same OpenMPI as Horovod
-        "$venv/bin/pip" install -q --no-binary=mpi4py -e "$root[mpi,test]"
+        # mpi4py from source, so it links the same OpenMPI as Horovod; the build
+        # backend's boxed notes on editable installs are not for our users
+        PYTHONWARNINGS=ignore "$venv/bin/pip" install -q --no-binary=mpi4py -e "$root[mpi,test]"
         echo "$want" > "$stamp"
     fi
 }
@@ -97,9 +98,14 @@ setup() {
 
 cmd=${1:-setup}
 [ $# -gt 0 ] && shift
+usage() {
+    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
+}
+
 case "$cmd" in
+    -h | --help | help) usage ;;
     setup) setup; say "ready: $venv" ;;
     run)   setup; exec "$venv/bin/python" -m distsoftmax "$@" ;;
     test)  setup; cd "$root"; exec "$venv/bin/python" -m pytest "$@" ;;
-    *)     die "unknown command '$cmd' (use setup, run or test)" ;;
+    *)     die "unknown command '$cmd' (use setup, run, test or --help)" ;;
 esac

@@ -7,10 +7,11 @@ an immediate exit that the launcher turns into the end of every rank).
 Survivors of a failed peer say so once, through rank 0.
 """
 import os
+import signal
 import sys
 import time
 
-from . import launchers
+from . import launchers, signals
 from .errors import Agreed, Interrupted, PeerFailed, UserError
 
 
@@ -20,7 +21,9 @@ def fail(error, debug=False):
     rank = layout.rank if layout else launchers.rank()
     alone = layout is None or layout.size == 1
     if layout is not None and layout.peer_failed(error):
-        error = PeerFailed('another rank failed or was stopped; stopping')
+        signum = signals.received()   # SIGTERM to every rank: some see a peer leave first
+        error = Interrupted(signum, f'interrupted by {signal.Signals(signum).name}') if signum else \
+            PeerFailed('another rank failed or was stopped; stopping')
     shared = alone or isinstance(error, (Agreed, PeerFailed))   # every rank has the same error
     if isinstance(error, BrokenPipeError):
         _silence_stdout()

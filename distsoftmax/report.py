@@ -106,6 +106,20 @@ def _pyplot():
 
 
 def plot_history(path, history, title=''):
+    _save(path, history_figure(history, title))
+
+
+def plot_confusion(path, matrix, classes, title=''):
+    _save(path, confusion_figure(matrix, classes, title))
+
+
+def _save(path, fig):
+    write_atomic(path, lambda p: fig.savefig(p, format='png', dpi=100))
+    _pyplot().close(fig)
+
+
+def history_figure(history, title=''):
+    """Loss, and train and test accuracy, by epoch (whole epochs on the axis)."""
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
     epochs = [m['epoch'] for m in history]
@@ -116,14 +130,14 @@ def plot_history(path, history, title=''):
     ax2.plot(epochs, [m['test_acc'] for m in history], 's--', label='test acc')
     ax2.set_xlabel('epoch'), ax2.set_ylabel('accuracy'), ax2.legend()
     for ax in (ax1, ax2):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    write_atomic(path, lambda p: fig.savefig(p, format='png', dpi=100))
-    plt.close(fig)
+    return fig
 
 
-def plot_confusion(path, matrix, classes, title=''):
+def confusion_figure(matrix, classes, title=''):
+    """The (10, 10) confusion matrix as counts, rows true, columns predicted."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 6))
     im = ax.imshow(matrix, cmap='Blues')
@@ -137,8 +151,7 @@ def plot_confusion(path, matrix, classes, title=''):
     fig.colorbar(im, label='test samples')
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    write_atomic(path, lambda p: fig.savefig(p, format='png', dpi=100))
-    plt.close(fig)
+    return fig
 
 
 def confusion_table(matrix, classes):

@@ -18,11 +18,14 @@ use_repo_venv() {
     fi
 }
 
-# Horovod's controller: HOROVOD_CONTROLLER (default gloo), or a leading --gloo /
-# --mpi argument (FIRST), which wins; SHIFT_ARGS tells the caller to drop it.
+# Horovod's controller: HOROVOD_CONTROLLER, or a leading --gloo / --mpi argument
+# (FIRST), which wins; SHIFT_ARGS tells the caller to drop it. Default: mpi where
+# mpirun is installed (Horovod's Gloo controller trained several times slower on
+# CPU: bench/RESULTS.md), else gloo.
 pick_controller() {
-    local script=$1 first=${2:-}
-    controller=${HOROVOD_CONTROLLER:-gloo}
+    local script=$1 first=${2:-} default=gloo
+    if command -v mpirun >/dev/null 2>&1; then default=mpi; fi
+    controller=${HOROVOD_CONTROLLER:-$default}
     SHIFT_ARGS=0
     case "$first" in
         --gloo | --mpi) controller=${first#--}; SHIFT_ARGS=1 ;;

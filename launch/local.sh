@@ -5,7 +5,7 @@
 #
 # environment:
 #   NP                  processes (default: one per GPU from nvidia-smi -L, else 2)
-#   HOROVOD_CONTROLLER  gloo (default) or mpi: horovodrun --gloo / --mpi
+#   HOROVOD_CONTROLLER  gloo or mpi (default: mpi where mpirun is installed): horovodrun --gloo / --mpi
 #                       (a leading --gloo or --mpi argument wins over it)
 #   OMP_NUM_THREADS     threads per process (default: 1)
 #   HOROVODRUN_ARGS     more horovodrun options, split as a shell splits words (quote

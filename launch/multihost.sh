@@ -7,13 +7,13 @@
 # Needs on every host: passwordless ssh from the launch host, the repository at
 # the same path as here (or a shared filesystem), and its .venv (bootstrap.sh
 # setup). Data and --checkpoint-dir must be on storage every host sees the same
-# way: rank 0 writes the checkpoints, every rank reads them on --resume.
+# way: rank 0 writes the checkpoints and, on --resume, reads and broadcasts one.
 #
 # environment:
 #   HOSTFILE            "host slots=N" lines, nothing else: horovodrun rejects
 #                       comments and blank lines (default: launch/hosts; see hosts.example)
 #   NP                  processes in all (default: the sum of the slots, e.g. 8)
-#   HOROVOD_CONTROLLER  gloo (default) or mpi; a leading --gloo / --mpi argument wins
+#   HOROVOD_CONTROLLER  gloo or mpi (default: mpi where mpirun is installed); a leading --gloo / --mpi wins
 #   HOROVOD_GLOO_IFACE  the network interface to use, e.g. eth0 or ib0. Passed as
 #                       horovodrun --network-interfaces, which then (a) picks the
 #                       launch host's address that the workers reach Horovod's Gloo

@@ -5,21 +5,19 @@ import sys
 import numpy as np
 import pytest
 
-from distsoftmax import data, idx, launchers
+import harness
+from distsoftmax import data, launchers
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.dirname(sys.executable)
+ROOT, BIN = harness.ROOT, harness.BIN
 FAULTS = os.path.join(ROOT, 'tests', 'faults')   # a sitecustomize that injects DISTSOFTMAX_FAULT
 TUNED = ('OMP_NUM_THREADS', 'HOROVOD_CYCLE_TIME', 'OMPI_MCA_mpi_yield_when_idle')
 
 
 def env(**extra):
-    """The environment a launched run gets: the venv first, one thread a rank, no
-    launcher's variables of the test's own process; with DISTSOFTMAX_FAULT, the
-    fault injector on PYTHONPATH."""
-    e = dict(os.environ, PATH=BIN + os.pathsep + os.environ.get('PATH', ''),
-             OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
-    for key in launchers.VARIABLES + ('DISTSOFTMAX_FAULT',):
+    """harness.launch_env without the launcher variables of the test's own process;
+    with DISTSOFTMAX_FAULT, the fault injector on PYTHONPATH."""
+    e = harness.launch_env()
+    for key in launchers.VARIABLES:
         e.pop(key, None)
     e.update({k: str(v) for k, v in extra.items()})
     if 'DISTSOFTMAX_FAULT' in extra:
@@ -47,30 +45,18 @@ def probe(code, **set_env):
 
 
 def horovodrun(np_, *args, transport='--gloo', timeout=300, extra_env=None):
-    cmd = [os.path.join(BIN, 'horovodrun'), '-np', str(np_), transport]
-    if transport == '--mpi':
-        cmd += ['--mpi-args=--oversubscribe --allow-run-as-root']
-    cmd += [sys.executable, '-m', 'distsoftmax', *map(str, args)]
+    cmd = harness.horovodrun_argv(np_, sys.executable, ['-m', 'distsoftmax', *args], transport)
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
                           env=env(**(extra_env or {})))
 
 
 def mpirun(np_, *args, timeout=300, extra_env=None):
-    cmd = ['mpirun', '--allow-run-as-root', '--oversubscribe', '-np', str(np_),
-           '-x', 'OMP_NUM_THREADS', '-x', 'PATH', '-x', 'PYTHONUNBUFFERED',
-           sys.executable, '-m', 'distsoftmax', *map(str, args)]
+    cmd = harness.mpirun_argv(np_, sys.executable, ['-m', 'distsoftmax', *args])
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
                           env=env(**(extra_env or {})))
 
 
-def horovod_available():
-    try:
-        import horovod.mxnet  # noqa: F401
-        return True
-    except Exception:
-        return False
-
-
+horovod_available = harness.horovod_available
 needs_horovod = pytest.mark.skipif(not horovod_available(),
                                    reason='Horovod with MXNet not built (./bootstrap.sh setup builds it)')
 
@@ -83,11 +69,7 @@ def load_params(path):
 @pytest.fixture
 def idx_dir(tmp_path):
     """A small, valid Fashion-MNIST-shaped data set written as IDX gz files."""
-    d = data.synthetic(seed=3, n_train=600, n_test=100)
-    for split, images, labels in (('train', d.train_images, d.train_labels),
-                                  ('t10k', d.test_images, d.test_labels)):
-        idx.write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", images, idx.IMAGES_MAGIC)
-        idx.write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", labels, idx.LABELS_MAGIC)
+    harness.write_idx_dir(tmp_path, data.synthetic(seed=3, n_train=600, n_test=100))
     return tmp_path
 
 

@@ -78,14 +78,14 @@ def write_idx_dir(path, dataset):
     four Fashion-MNIST IDX gz files in PATH, which is created if missing. What
     only reads a directory (the CLI, the anchors) then trains on those samples.
     Their SHA-256 sums are not the real files': pass --no-verify."""
-    from distsoftmax import data  # late: bench imports it from its snapshot copy
+    from distsoftmax import idx  # late: bench imports it from its snapshot copy
 
     os.makedirs(path, exist_ok=True)
     for split, images, labels in (('train', dataset.train_images, dataset.train_labels),
                                   ('t10k', dataset.test_images, dataset.test_labels)):
         image_file, label_file = IDX_NAMES[split]
-        data.write_idx(os.path.join(path, image_file), images, data.IMAGES_MAGIC)
-        data.write_idx(os.path.join(path, label_file), labels, data.LABELS_MAGIC)
+        idx.write_idx(os.path.join(path, image_file), images, idx.IMAGES_MAGIC)
+        idx.write_idx(os.path.join(path, label_file), labels, idx.LABELS_MAGIC)
     return path
 
 

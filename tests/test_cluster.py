@@ -215,6 +215,8 @@ def test_requeue_by_usr1_resumes_and_ends_bit_equal(slurm, slurm_synthetic, tmp_
     j = _wait_job(slurm, job, ('PENDING',), 60, 'the job requeued')
     assert epoch_of(ckpt) < EPOCHS, 'the run ended before the requeue: slow it down'
     assert j['Restarts'] == '1', j
+    # slurmd refused a start in the same second as the requeue ("Job credential revoked")
+    time.sleep(2)
     slurm.run('scontrol', 'update', f'JobId={job}', 'StartTime=now')
     j = _wait_job(slurm, job, ('COMPLETED', 'FAILED', 'CANCELLED'), 180, 'the requeued job ended')
     text = open(out).read()
@@ -238,13 +240,12 @@ def test_max_requeues_reached_stops_the_ranks_gracefully(slurm, tmp_path):
     assert 'stopping the ranks (SIGTERM)' in text, text
     assert j['JobState'] != 'PENDING' and j['Restarts'] == '0', j  # not requeued
     # SIGTERM reached the ranks (not srun's SIGKILL): they stop by themselves
-    # and say so, exit 143 (130 before distsoftmax's exit-code scheme); nothing
-    # was killed, and the checkpoint stays whole
-    assert 'interrupted (SIGTERM)' in text, text
+    # and say so, exit 143; nothing was killed, and the checkpoint stays whole
+    assert 'interrupted by SIGTERM' in text, text
     codes = re.findall(r'task \d+: Exited with exit code (\d+)', text)
-    assert set(codes) <= {'143', '130'}, text
+    assert set(codes) <= {'143'}, text
     assert 'Killed' not in text and 'exit code 137' not in text, text
-    assert j['ExitCode'].split(':')[0] in ('143', '130'), j
+    assert j['ExitCode'].split(':')[0] == '143', j
     assert 1 <= epoch_of(ckpt) < 50
     assert took < 60, f'the ranks took {took:.0f} s to stop'
 
@@ -392,12 +393,11 @@ def test_recover_sh_over_two_hosts_with_the_remote_rank_killed(hosts, multihost_
     reader = threading.Thread(target=lambda: log.extend(p.stdout), daemon=True)
     reader.start()
     try:
-        victim = None
         deadline = time.monotonic() + 120
-        while epoch_of(ckpt) < 1:
+        while epoch_of(ckpt) < 1:   # the dry run's ranks have come and gone by then
             assert time.monotonic() < deadline and p.poll() is None, ''.join(log)
-            victim = victim or next((pid for pid, _ in hosts.ranks('b')), None)
             time.sleep(0.01)
+        victim = next((pid for pid, _ in hosts.ranks('b')), None)
         assert victim is not None, 'no rank found on host b'
         os.kill(victim, signal.SIGKILL)
         assert epoch_of(ckpt) < EPOCHS, 'the run finished before the kill: slow it down'
@@ -433,7 +433,7 @@ def test_multihost_sh_stops_before_gloo_where_a_host_name_does_not_resolve(
         with open(path, 'w') as f:  # in place: sshd's bind mount of it sees the change
             f.write(bad)
         t = time.monotonic()
-        rc, out = run_on(hosts, 'a', [os.path.join(LAUNCH, 'multihost.sh'), *FLAGS, '--epochs', '1'],
+        rc, out = run_on(hosts, 'a', [os.path.join(LAUNCH, 'multihost.sh'), '--gloo', *FLAGS, '--epochs', '1'],
                          timeout=60, HOSTFILE=hostfile(tmp_path, ['a', 'b']),
                          SSH_IDENTITY_FILE=hosts.key, HOROVOD_GLOO_IFACE='eth0')
         took = time.monotonic() - t
@@ -589,7 +589,7 @@ def test_a_failed_gloo_run_leaves_no_rank_on_any_host(hosts, tmp_path):
         for n, p in paths.items():
             with open(p, 'w') as f:
                 f.write(''.join(f'{"127.0.1.1" if m == n else a} {m}\n' for m, a in hosts.addr.items()))
-        rc, out = run_on(hosts, 'a', [os.path.join(LAUNCH, 'multihost.sh'), *FLAGS, '--epochs', '1'],
+        rc, out = run_on(hosts, 'a', [os.path.join(LAUNCH, 'multihost.sh'), '--gloo', *FLAGS, '--epochs', '1'],
                          timeout=120, HOSTFILE=hostfile(tmp_path, ['a', 'b']), CHECK_HOSTS=0,
                          SSH_IDENTITY_FILE=hosts.key, HOROVOD_GLOO_IFACE='eth0')
     finally:
@@ -606,7 +606,7 @@ def test_sigterm_of_multihost_sh_stops_every_rank(hosts, tmp_path):
     """SIGTERM to multihost.sh (as recover.sh sends it) reaches horovodrun,
     and no rank stays on any host."""
     ckpt = tmp_path / 'ckpt'
-    p = subprocess.Popen(hosts.exec_argv('a', [os.path.join(LAUNCH, 'multihost.sh'), *FLAGS,
+    p = subprocess.Popen(hosts.exec_argv('a', [os.path.join(LAUNCH, 'multihost.sh'), '--gloo', *FLAGS,
                                                '--epochs', '20', '--checkpoint-dir', str(ckpt)]),
                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          start_new_session=True,

@@ -16,7 +16,8 @@ import uuid
 
 import pytest
 
-from conftest import BIN, ROOT, env, horovod_available, load_params, run_cli, same
+import harness
+from conftest import ROOT, env, horovod_available, load_params, run_cli, same
 
 pytestmark = [pytest.mark.launcher,
               pytest.mark.skipif(not horovod_available() or not shutil.which('mpirun'),
@@ -30,15 +31,12 @@ HOROVODRUN_SAYS = ('RuntimeError: Horovod detected that one or more processes ex
 
 
 def command(how, np_, args):
-    python = [sys.executable, '-m', 'distsoftmax', *map(str, args)]
+    args = ['-m', 'distsoftmax', *map(str, args)]
     if how == 'mpirun':
-        return ['mpirun', '--allow-run-as-root', '--oversubscribe', '-np', str(np_), '-x', 'PATH',
-                '-x', 'PYTHONPATH', '-x', 'DISTSOFTMAX_FAULT', '-x', 'DISTSOFTMAX_TEST_TAG', *python,
-                *([] if '--backend' in args else ['--backend', 'mpi'])]
-    cmd = [os.path.join(BIN, 'horovodrun'), '-np', str(np_), '--' + how.split('-')[1]]
-    if how.endswith('mpi'):
-        cmd += ['--mpi-args=--oversubscribe --allow-run-as-root']
-    return cmd + python
+        names = harness.MPI_ENV_NAMES + ('PYTHONPATH', 'DISTSOFTMAX_FAULT', 'DISTSOFTMAX_TEST_TAG')
+        return harness.mpirun_argv(np_, sys.executable, args + ([] if '--backend' in args else ['--backend', 'mpi']),
+                                   env_names=names)
+    return harness.horovodrun_argv(np_, sys.executable, args, '--' + how.split('-')[1])
 
 
 def start(how, np_, args, **extra):
