@@ -229,6 +229,10 @@ def _set_defaults_for(devices, horovod=False):
         # a rank that busy-polls for its peers starves MXNet's engine threads on
         # shared cores; Open MPI yields by itself only when ranks outnumber cores
         os.environ.setdefault('OMPI_MCA_mpi_yield_when_idle', '1')
+    if horovod and os.environ.get('OMPI_MCA_btl') == '^openib':
+        # horovodrun's own "-mca btl ^openib" replaces Open MPI's default exclusions
+        # and turns the libfabric transport back on, slow to start and to stop
+        os.environ['OMPI_MCA_btl'] = '^openib,ofi'
     if horovod and on_cpu and launchers.one_host():
         # a step takes 1-2 ms on CPU: Horovod's 1 ms cycle would add up to a cycle a step
         os.environ.setdefault('HOROVOD_CYCLE_TIME', '0.1')

@@ -10,10 +10,9 @@ import warnings
 
 
 def prepare():
-    """Before mxnet loads: one OpenMP thread, Python's distutils, a fixed mmap threshold."""
+    """Before mxnet loads: one OpenMP thread, and Python's own distutils."""
     one_thread()
     python_distutils()
-    fixed_mmap_threshold()
 
 
 def one_thread():
@@ -40,17 +39,6 @@ def python_distutils():
         pass  # no distutils in this Python: setuptools' copy it is
     finally:
         sys.meta_path[:0] = hooks
-
-
-def fixed_mmap_threshold():
-    """glibc raises its mmap threshold after each big free, so later few-MB
-    buffers stay on the heap, resident once freed; a fixed 1 MiB threshold
-    hands them back to the kernel."""
-    try:
-        import ctypes
-        ctypes.CDLL(None).mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        pass  # not glibc: nothing to tune
 
 
 def quick_exit(code):

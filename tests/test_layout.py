@@ -144,12 +144,15 @@ def test_one_host_from_the_launchers_environment(monkeypatch):
 
 HOROVOD_ENV = ("import os; from distsoftmax import config, layout; "
                "l = layout.start('horovod', config.Devices.parse('cpu')); "
-               "print(os.environ['HOROVOD_CYCLE_TIME'], os.environ['OMPI_MCA_mpi_yield_when_idle']); "
-               "l.close()")
+               "print(os.environ['HOROVOD_CYCLE_TIME'], os.environ['OMPI_MCA_mpi_yield_when_idle'], "
+               "os.environ.get('OMPI_MCA_btl')); l.close()")
 
 
 @needs_horovod
 def test_horovod_tuned_for_millisecond_steps_unless_told_otherwise():
-    assert probe(HOROVOD_ENV)[-2:] == ['0.1', '1']
+    assert probe(HOROVOD_ENV)[-3:] == ['0.1', '1', 'None']
     assert probe(HOROVOD_ENV, HOROVOD_CYCLE_TIME='2',
-                 OMPI_MCA_mpi_yield_when_idle='0')[-2:] == ['2', '0']
+                 OMPI_MCA_mpi_yield_when_idle='0')[-3:] == ['2', '0', 'None']
+    # horovodrun's "-mca btl ^openib" turned libfabric back on; a user's own choice stays
+    assert probe(HOROVOD_ENV, OMPI_MCA_btl='^openib')[-1] == '^openib,ofi'
+    assert probe(HOROVOD_ENV, OMPI_MCA_btl='self,vader')[-1] == 'self,vader'
