@@ -127,8 +127,6 @@ CASES = [
 @pytest.mark.parametrize('how', LAUNCHERS)
 @pytest.mark.parametrize('np_,args,message', CASES, ids=[' '.join(map(str, c[1]))[:50] for c in CASES])
 def test_a_bad_input_ends_the_job_with_one_line(how, np_, args, message, tmp_path, good):
-    if how == 'mpirun' and '--backend' in args:
-        pytest.skip('plain mpirun passes --backend mpi')
     ck = tmp_path / 'ck'
     shutil.copytree(good, ck)
     open(tmp_path / 'afile', 'w').close()
