@@ -49,10 +49,10 @@ HOROVOD_NP2_GLOO = Config('horovod-np2-gloo', 'horovodrun -np 2 --gloo', DISTSOF
 HOROVOD_NP2_MPI = Config('horovod-np2-mpi', 'horovodrun -np 2 --mpi', DISTSOFTMAX, 2,
                          'horovodrun', transport='--mpi')
 HOROVOD_NP4 = Config('horovod-np4', 'horovodrun -np 4', DISTSOFTMAX, 4, 'horovodrun')
-MPIRUN_HOROVOD_NP2 = Config('mpirun-horovod-np2', 'mpirun -np 2, Horovod workers (--backend auto)',
+MPIRUN_HOROVOD_NP2 = Config('mpirun-horovod-np2', 'mpirun -np 2, Horovod workers (--layout auto)',
                             DISTSOFTMAX, 2, 'mpirun')
-MPI_NP2 = Config('mpi-np2', 'mpirun -np 2 --backend mpi (mpi4py)', DISTSOFTMAX, 2, 'mpirun',
-                 ('--backend', 'mpi'))
+MPI_NP2 = Config('mpi-np2', 'mpirun -np 2 --layout mpi (mpi4py)', DISTSOFTMAX, 2, 'mpirun',
+                 ('--layout', 'mpi'))
 # the same per-worker batch (256) as -np 1: the global batch grows with the workers
 HOROVOD_NP2_WEAK = Config('horovod-np2-weak', 'horovodrun -np 2 --batch-size 512', DISTSOFTMAX,
                           2, 'horovodrun', ('--batch-size', '512'), weak=True)
@@ -123,7 +123,7 @@ TARGETS = (
            want=1.0),
     Target('gloo-vs-mpi', 'horovodrun -np 2 --gloo samples/s >= {want}x horovodrun -np 2 --mpi',
            (HOROVOD_NP2_GLOO,), HOROVOD_NP2_MPI, want=0.8),
-    Target('mpi4py-vs-horovod', 'mpirun -np 2 --backend mpi samples/s >= {want}x '
+    Target('mpi4py-vs-horovod', 'mpirun -np 2 --layout mpi samples/s >= {want}x '
            'Horovod workers under plain mpirun -np 2', (MPI_NP2,), MPIRUN_HOROVOD_NP2, want=0.9),
     Target('np2-wall', 'horovodrun -np 2 whole-process wall <= {want}x local\'s',
            (HOROVOD_NP2,), LOCAL, WALL, want=2.0, at_most=True),

@@ -11,7 +11,7 @@ SERIES = (  # label, (workers, config) points, matplotlib style
      ((1, C.HOROVOD_NP1), (2, C.HOROVOD_NP2_WEAK), (4, C.HOROVOD_NP4_WEAK)), 's--'),
     ('horovodrun --gloo', ((2, C.HOROVOD_NP2_GLOO),), 'v'),
     ('mpirun, Horovod workers', ((2, C.MPIRUN_HOROVOD_NP2),), 'D'),
-    ('mpirun --backend mpi', ((2, C.MPI_NP2),), '^'),
+    ('mpirun --layout mpi', ((2, C.MPI_NP2),), '^'),
     ('torchrun tuned', ((1, C.TORCH_TUNED), (2, C.TORCHRUN_TUNED)), 'x:'),
 )
 LINES = ((C.LOCAL, 'red'), (C.DEVICES_CPU2, 'purple'), (C.NUMPY_FLOOR, 'green'),

@@ -97,9 +97,10 @@ def _data_flags(p, synthetic_const):
                    help='cpu, cpu:N (N CPU contexts), gpu, gpu:K, gpu:0,1 or gpu:all (default: gpu:0 if '
                         'a GPU is visible, else cpu; under horovod or mpi one device per process, the GPU '
                         'of its local rank)')
-    p.add_argument('--backend', default='auto', choices=config.BACKENDS,
-                   help='auto: horovod under horovodrun; under another launcher of several ranks horovod '
-                        'if built, else mpi; otherwise local, or devices for several --devices')
+    p.add_argument('--layout', '--backend', dest='layout', default='auto', choices=config.LAYOUTS,
+                   help='where the work runs (--backend is its older name). auto: horovod under '
+                        'horovodrun; under another launcher of several ranks horovod if built, else '
+                        'mpi; otherwise local, or devices for several --devices')
     p.add_argument('--debug', action='store_true', help='show tracebacks of errors')
 
 
@@ -114,7 +115,7 @@ def parser():
                          '  python -m distsoftmax                         5 epochs on the CPU or GPU\n'
                          '  python -m distsoftmax --devices cpu:2         one process, 2 contexts\n'
                          '  horovodrun -np 4 python -m distsoftmax        4 Horovod workers\n'
-                         '  mpirun -np 2 python -m distsoftmax --backend mpi\n'
+                         '  mpirun -np 2 python -m distsoftmax --layout mpi\n'
                          '  python -m distsoftmax evaluate --checkpoint-dir runs/ckpt\n\n'
                          + ENVIRONMENT + '\n' + EXIT_CODES + '\n',
                   formatter_class=_Formatter)
@@ -140,7 +141,7 @@ def _train_flags(sub, top):
                    help="skip each epoch's last, partial batch (PyTorch's drop_last=True)")
     _data_flags(t, 60000)
     t.add_argument('--fp16-allreduce', action='store_true',
-                   help='compress gradients to fp16 for the allreduce (horovod backend only)')
+                   help='compress gradients to fp16 for the allreduce (horovod layout only)')
     t.add_argument('--checkpoint-dir', metavar='DIR',
                    help='after every epoch rank 0 writes model.params, trainer.states and state.json here, '
                         'atomically; one run at a time')
@@ -182,11 +183,11 @@ def parse(argv):
     data = config.Data(a.data_dir, a.synthetic, not a.no_verify)
     devices = a.devices or config.Devices()
     if a.command == 'evaluate':
-        return config.Evaluate(a.checkpoint_dir, data if given else None, devices, a.backend, a.plot), a.debug
+        return config.Evaluate(a.checkpoint_dir, data if given else None, devices, a.layout, a.plot), a.debug
     if (a.resume or a.overwrite) and not a.checkpoint_dir:
         raise UsageError(f"{'--resume' if a.resume else '--overwrite'} needs --checkpoint-dir DIR")
     stamps = a.timestamps or os.environ.get('DISTSOFTMAX_TIMESTAMPS', '') not in ('', '0')
-    return config.Train(a.epochs, a.batch_size, a.lr, a.seed, a.drop_last, data, devices, a.backend,
+    return config.Train(a.epochs, a.batch_size, a.lr, a.seed, a.drop_last, data, devices, a.layout,
                         a.fp16_allreduce, a.checkpoint_dir, a.resume, a.overwrite, a.metrics, a.plot,
                         a.quiet, stamps, a.dry_run), a.debug
 

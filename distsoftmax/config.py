@@ -7,7 +7,7 @@ from typing import Optional, Tuple
 
 from .errors import UsageError
 
-BACKENDS = ('auto', 'local', 'devices', 'horovod', 'mpi')
+LAYOUTS = ('auto', 'local', 'devices', 'horovod', 'mpi')
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class Train:
     drop_last: bool = False
     data: Data = Data()
     devices: Devices = Devices()
-    backend: str = 'auto'
+    layout: str = 'auto'
     fp16_allreduce: bool = False
     checkpoint_dir: Optional[str] = None
     resume: bool = False
@@ -82,5 +82,5 @@ class Evaluate:
     checkpoint_dir: str
     data: Optional[Data] = None         # None: the data the checkpoint was trained on
     devices: Devices = Devices()
-    backend: str = 'auto'
+    layout: str = 'auto'
     plot: Optional[str] = None

@@ -13,7 +13,7 @@ def train(cfg):
     from . import checkpoint, layout as layouts, loop, model, report, signals
     t_start = time.perf_counter()
     pending.wait()                                         # done before MPI starts (its memory hooks)
-    layout = layouts.start(cfg.backend, cfg.devices)       # distributed: join the job
+    layout = layouts.start(cfg.layout, cfg.devices)       # distributed: join the job
     data, plan, state = layout.agree(lambda: _checks(cfg, layout, pending))  # distributed: one verdict
     log = report.Log(layout.is_main, cfg.quiet, cfg.timestamps)
     if cfg.dry_run:
@@ -55,7 +55,7 @@ def _checks(cfg, layout, pending):
     plan = shard.EpochPlan(len(data.train_labels), cfg.batch_size, layout.size, len(layout.contexts),
                            cfg.drop_last)
     if cfg.fp16_allreduce and layout.name != 'horovod':
-        raise UsageError('--fp16-allreduce needs the horovod backend')
+        raise UsageError('--fp16-allreduce needs the horovod layout')
     state = None
     if layout.is_main:
         for flag, path in (('--metrics', cfg.metrics), ('--plot', cfg.plot)):
@@ -101,7 +101,7 @@ def _finish(cfg, history, summary, log):
 
 def evaluate(cfg):
     from . import checkpoint, layout as layouts, loop, model, report
-    layout = layouts.start(cfg.backend, cfg.devices)                       # distributed: join the job
+    layout = layouts.start(cfg.layout, cfg.devices)                       # distributed: join the job
     state = layout.agree(lambda: _read_checkpoint(cfg) if layout.is_main else None)
     identity, _ = layout.broadcast_text(_dumps(state['flags']['data']) if state else '')  # distributed
     data = layout.agree(lambda: _evaluation_data(cfg, _loads(identity)))  # distributed: one verdict

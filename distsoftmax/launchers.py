@@ -4,7 +4,7 @@ One row a launcher, tried in order (as Lightning Fabric's cluster
 environments are): what it sets for the world size, the rank, the local rank
 and the local size. Nothing here talks to other processes or imports mxnet:
 the CLI reads it before any communicator exists (to print once per job), the
-layout to choose a backend, the tests to clean their environment.
+layout module to choose a layout, the tests to clean their environment.
 """
 import os
 from dataclasses import dataclass

@@ -64,7 +64,7 @@ class Layout:
     def trainer(self, params, lr, fp16_allreduce=False):
         """SGD whose step(n) sums the gradients of every context and worker and divides by n."""
         if fp16_allreduce:
-            raise UsageError('--fp16-allreduce needs the horovod backend')
+            raise UsageError('--fp16-allreduce needs the horovod layout')
         # 'device': sums the per-context gradients; none is made for one context
         return gluon.Trainer(params, 'sgd', {'learning_rate': lr}, kvstore='device')
 
@@ -135,8 +135,8 @@ class Horovod(Layout):
         try:
             import horovod.mxnet as hvd
         except Exception as e:
-            raise LayoutError(f'--backend horovod: Horovod with MXNet is not available ({e}); '
-                              'run ./bootstrap.sh setup, or use --backend mpi') from None
+            raise LayoutError(f'--layout horovod: Horovod with MXNet is not available ({e}); '
+                              'run ./bootstrap.sh setup, or use --layout mpi') from None
         _set_defaults_for(devices, horovod=True)
         hvd.init()
         started.append(self)
@@ -184,7 +184,7 @@ class Mpi(Layout):
         try:
             from mpi4py import MPI
         except Exception as e:
-            raise LayoutError(f'--backend mpi: mpi4py is not available ({e}); '
+            raise LayoutError(f'--layout mpi: mpi4py is not available ({e}); '
                               'pip install mpi4py, or run ./bootstrap.sh setup') from None
         self.MPI, self.comm = MPI, MPI.COMM_WORLD
         started.append(self)
@@ -211,7 +211,7 @@ class Mpi(Layout):
 
     def trainer(self, params, lr, fp16_allreduce=False):
         if fp16_allreduce:
-            raise UsageError('--fp16-allreduce needs the horovod backend')
+            raise UsageError('--fp16-allreduce needs the horovod layout')
         return gluon.Trainer(params, 'sgd', {'learning_rate': lr}, kvstore=MpiKVStore(self.comm))
 
     def abort(self, code):
@@ -246,17 +246,17 @@ def horovod_built():
         return False
 
 
-def choose_backend(backend, devices):
+def choose_layout(layout, devices):
     """auto: horovodrun -> horovod; another launcher with several ranks -> horovod
     if it is built, else mpi; otherwise devices for several devices, else local.
     local or devices under a launcher of several ranks is refused: each rank
     would train alone and write the same files."""
     ranks = launchers.world_size()
-    if backend in ('local', 'devices') and ranks > 1:
-        raise UsageError(f'--backend {backend} under a launcher of {ranks} ranks would train {ranks} '
-                         'separate models: use --backend auto, horovod or mpi')
-    if backend != 'auto':
-        return backend
+    if layout in ('local', 'devices') and ranks > 1:
+        raise UsageError(f'--layout {layout} under a launcher of {ranks} ranks would train {ranks} '
+                         'separate models: use --layout auto, horovod or mpi')
+    if layout != 'auto':
+        return layout
     if launchers.by_horovodrun():
         return 'horovod'
     if ranks > 1:
@@ -264,14 +264,14 @@ def choose_backend(backend, devices):
     return 'devices' if devices.several else 'local'
 
 
-def start(backend, devices):
+def start(layout, devices):
     """The layout of this process: joins the job (hvd.init, MPI_Init) where there is one."""
-    chosen = choose_backend(backend, devices)
+    chosen = choose_layout(layout, devices)
     if chosen == 'horovod':
         return Horovod(devices)
     if chosen == 'mpi':
         return Mpi(devices)
     contexts = contexts_of(devices)
     if chosen == 'local' and len(contexts) > 1:
-        raise UsageError(f'--devices {devices}: the local backend uses one device; use --backend devices')
+        raise UsageError(f'--devices {devices}: the local layout uses one device; use --layout devices')
     return (Devices if chosen == 'devices' else Local)(contexts)

@@ -53,7 +53,7 @@ class Log:
         """A per-epoch progress bar factory on a terminal, else None."""
         if not self.main or self.quiet or not sys.stderr.isatty():
             return None
-        return lambda epoch: progress_bar(True, epoch, epochs)
+        return lambda epoch: progress_bar(epoch, epochs)
 
 
 def _count(n, noun):
@@ -171,10 +171,9 @@ def per_class_table(matrix, classes):
     return '\n'.join(rows)
 
 
-def progress_bar(enabled, epoch, epochs):
-    """A per-epoch tqdm bar on a terminal; None otherwise (no host syncs then)."""
-    if not enabled or not sys.stderr.isatty():
-        return None
+def progress_bar(epoch, epochs):
+    """A tqdm bar for one epoch (0-based); its update(step, total, loss_sum,
+    samples) syncs with the device every 20 steps."""
     from tqdm import tqdm
     bar = tqdm(total=None, desc=f'epoch {epoch + 1}/{epochs}', unit='step', leave=False)
 

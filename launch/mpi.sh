@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Plain MPI, no Horovod: mpirun starts NP processes and distsoftmax sums the
-# gradients with one mpi4py Allreduce per step (--backend mpi).
+# gradients with one mpi4py Allreduce per step (--layout mpi).
 #
 #   launch/mpi.sh [distsoftmax train flags...]
 #
@@ -45,4 +45,4 @@ fi
 split_words mpi.sh MPIRUN_ARGS
 extra=("${words[@]}")
 
-exec mpirun "${args[@]}" "${extra[@]}" "$python" -m distsoftmax --backend mpi "$@"
+exec mpirun "${args[@]}" "${extra[@]}" "$python" -m distsoftmax --layout mpi "$@"

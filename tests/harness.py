@@ -4,7 +4,7 @@ Plain functions that build argv lists and write files; nothing here runs a
 process. tests/conftest.py and bench/ import it (bench puts tests/ on sys.path).
 
     horovodrun_argv(2, sys.executable, ['-m', 'distsoftmax', '--epochs', '1'])
-    mpirun_argv(2, sys.executable, ['-m', 'distsoftmax', '--backend', 'mpi'])
+    mpirun_argv(2, sys.executable, ['-m', 'distsoftmax', '--layout', 'mpi'])
     torchrun_argv(2, '/path/to/torch/python', ['script.py', 'DATA_DIR'])
     write_idx_dir(tmp_path, data.synthetic(seed=3, n_train=600, n_test=100))
 """
@@ -50,7 +50,7 @@ def horovodrun_argv(np_, python, args, transport='--gloo', prefix=(), bin_dir=No
 def mpirun_argv(np_, python, args, env_names=MPI_ENV_NAMES, prefix=()):
     """mpirun --allow-run-as-root --oversubscribe -np N -x NAME... [PREFIX...] PYTHON ARGS...
 
-    Plain Open MPI, no horovodrun: distsoftmax's --backend auto picks Horovod
+    Plain Open MPI, no horovodrun: distsoftmax's --layout auto picks Horovod
     there if it is built, else mpi4py."""
     cmd = ['mpirun', *MPI_ROOT_ARGS, '-np', str(np_)]
     for name in env_names:

@@ -72,7 +72,8 @@ CASES = [
     (['--devices', 'tpu:1', *TINY], 'argument --devices: tpu:1: expected cpu, cpu:N'),
     (['--devices', 'cpu:0', *TINY], 'argument --devices: cpu:0: expected'),
     (['--devices', 'gpu:0', *TINY], '--devices gpu:0: no GPU found'),
-    (['--backend', 'nccl'], "--backend: invalid choice: 'nccl'"),
+    (['--layout', 'nccl'], "argument --layout/--backend: invalid choice: 'nccl'"),
+    (['--backend', 'nccl'], "argument --layout/--backend: invalid choice: 'nccl'"),
     (['--resume'], '--resume needs --checkpoint-dir'),
     (['--synthetic', '--data-dir', '/tmp'], '--data-dir: not allowed with argument --synthetic'),
     (['--batch-size', '255', '--devices', 'cpu:2', *TINY], '--batch-size 255 is not divisible by workers x devices = 2: use a multiple of 2 (e.g. 252, 254, 256, 258)'),
@@ -80,7 +81,7 @@ CASES = [
     (['--synthetic', '100', '--drop-last', '--quiet'], '100 training samples, fewer than a batch'),
     (['--overwrite'], '--overwrite needs --checkpoint-dir'),
     (['--resume', '--overwrite', '--checkpoint-dir', '{tmp}'], 'not allowed with argument --resume'),
-    (['--fp16-allreduce', *TINY], '--fp16-allreduce needs the horovod backend'),
+    (['--fp16-allreduce', *TINY], '--fp16-allreduce needs the horovod layout'),
     (['--frobnicate'], 'unrecognized arguments: --frobnicate'),
     # data
     (['--data-dir', '{tmp}/nowhere', '--epochs', '1'], '{tmp}/nowhere: data directory not found'),
@@ -157,7 +158,7 @@ def test_help_explains_every_flag_with_its_default():
     r = run_cli('--help')
     assert r.returncode == 0
     for flag in ('--epochs', '--batch-size', '--lr', '--seed', '--data-dir', '--synthetic',
-                 '--devices', '--backend', '--checkpoint-dir', '--resume', '--metrics',
+                 '--devices', '--layout', '--checkpoint-dir', '--resume', '--metrics',
                  '--plot', '--quiet', '--fp16-allreduce'):
         assert flag in r.stdout
     assert '(default: 5)' in r.stdout and '(default: 256)' in r.stdout and '(default: 0.1)' in r.stdout

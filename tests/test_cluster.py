@@ -173,7 +173,7 @@ def test_sbatch_real_data_on_two_nodes_matches_one_process(slurm, single_real, t
 def test_srun_backend_on_two_nodes(slurm, single, tmp_path, backend):
     m = tmp_path / 'm.jsonl'
     r = subprocess.run(['srun', '--nodes=2', '--ntasks=2', '--mpi=pmix', '--kill-on-bad-exit=1',
-                        sys.executable, '-m', 'distsoftmax', '--backend', backend, *FLAGS,
+                        sys.executable, '-m', 'distsoftmax', '--layout', backend, *FLAGS,
                         '--epochs', str(EPOCHS), '--metrics', str(m)],
                        cwd=ROOT, capture_output=True, text=True, timeout=300,
                        env=slurm.env(cluster_env()))

@@ -34,7 +34,7 @@ def command(how, np_, args):
     args = ['-m', 'distsoftmax', *map(str, args)]
     if how == 'mpirun':
         names = harness.MPI_ENV_NAMES + ('PYTHONPATH', 'DISTSOFTMAX_FAULT', 'DISTSOFTMAX_TEST_TAG')
-        return harness.mpirun_argv(np_, sys.executable, args + ([] if '--backend' in args else ['--backend', 'mpi']),
+        return harness.mpirun_argv(np_, sys.executable, args + ([] if '--layout' in args else ['--layout', 'mpi']),
                                    env_names=names)
     return harness.horovodrun_argv(np_, sys.executable, args, '--' + how.split('-')[1])
 
@@ -119,7 +119,7 @@ CASES = [
     (2, [*TINY, '--checkpoint-dir', '{ck}', '--resume', '--lr', '0.2'], 'made with --lr 0.1, this run has 0.2'),
     (2, ['--synthetic', '700', '--quiet', '--checkpoint-dir', '{ck}', '--resume'], 'trained on synthetic data (600'),
     (2, [*TINY, '--checkpoint-dir', '{ck:truncated}', '--resume'], 'SHA-256 differs from state.json'),
-    (2, [*TINY, '--backend', 'local'], '--backend local under a launcher of 2 ranks'),
+    (2, [*TINY, '--layout', 'local'], '--layout local under a launcher of 2 ranks'),
     (2, ['evaluate', '--checkpoint-dir', '{ck}', '--synthetic', '99'], 'not --synthetic 99'),
 ]
 

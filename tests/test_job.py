@@ -112,7 +112,7 @@ def test_real_data_accuracy_in_every_launcher(tmp_path):
     # about 82% (82.0 at seed 0; see the README's accuracy note)
     assert local > 0.815
     others = []
-    r = mpirun(2, '--backend', 'mpi', '--quiet', '--metrics', tmp_path / 'mpi.jsonl')
+    r = mpirun(2, '--layout', 'mpi', '--quiet', '--metrics', tmp_path / 'mpi.jsonl')
     assert r.returncode == 0, r.stdout + r.stderr
     others.append(tmp_path / 'mpi.jsonl')
     if os.path.exists(os.path.join(os.path.dirname(sys.executable), 'horovodrun')):

@@ -252,7 +252,7 @@ def test_distsoftmax_flags_exist():
     assert {'--epochs', '--checkpoint-dir', '--resume', '--fp16-allreduce'} <= known
     used = distsoftmax_flags_in_launch()
     # the collection itself works: these are in the recipes
-    assert {'--checkpoint-dir', '--resume', '--backend', '--fp16-allreduce'} <= {f for _, f in used}
+    assert {'--checkpoint-dir', '--resume', '--layout', '--fp16-allreduce'} <= {f for _, f in used}
     unknown = sorted({(n, f) for n, f in used if f not in known})
     assert not unknown, f'flags passed to distsoftmax that train --help does not list: {unknown}'
 

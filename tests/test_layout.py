@@ -25,7 +25,7 @@ def _run(how, flags, out):
         _, np_, transport = how.split('-')
         r = horovodrun(int(np_), *args, transport='--' + transport)
     else:
-        r = mpirun(2, *args, '--backend', 'mpi')
+        r = mpirun(2, *args, '--layout', 'mpi')
     assert r.returncode == 0, r.stdout + r.stderr
     lines = [json.loads(line) for line in open(out / 'm.jsonl')]
     return load_params(out / 'ckpt' / 'model.params'), lines
@@ -88,31 +88,31 @@ def _clean(monkeypatch):
         monkeypatch.delenv(k, raising=False)
 
 
-def test_choose_backend(monkeypatch):
+def test_choose_layout(monkeypatch):
     _clean(monkeypatch)
     none, two = config.Devices(), config.Devices.parse('cpu:2')
-    assert layout.choose_backend('auto', none) == 'local'
-    assert layout.choose_backend('auto', two) == 'devices'
-    assert layout.choose_backend('auto', config.Devices.parse('gpu:0,1')) == 'devices'
-    assert layout.choose_backend('mpi', none) == 'mpi'
+    assert layout.choose_layout('auto', none) == 'local'
+    assert layout.choose_layout('auto', two) == 'devices'
+    assert layout.choose_layout('auto', config.Devices.parse('gpu:0,1')) == 'devices'
+    assert layout.choose_layout('mpi', none) == 'mpi'
     monkeypatch.setenv('OMPI_COMM_WORLD_SIZE', '4')
     monkeypatch.setenv('OMPI_COMM_WORLD_RANK', '0')
     monkeypatch.setattr(layout, 'horovod_built', lambda: False)
-    assert layout.choose_backend('auto', none) == 'mpi'
+    assert layout.choose_layout('auto', none) == 'mpi'
     monkeypatch.setattr(layout, 'horovod_built', lambda: True)
-    assert layout.choose_backend('auto', none) == 'horovod'
-    for backend in ('local', 'devices'):   # each rank would train alone
-        with pytest.raises(UsageError, match=f'--backend {backend} under a launcher of 4 ranks'):
-            layout.choose_backend(backend, none)
+    assert layout.choose_layout('auto', none) == 'horovod'
+    for name in ('local', 'devices'):   # each rank would train alone
+        with pytest.raises(UsageError, match=f'--layout {name} under a launcher of 4 ranks'):
+            layout.choose_layout(name, none)
     monkeypatch.setenv('OMPI_COMM_WORLD_SIZE', '1')
-    assert layout.choose_backend('auto', none) == 'local'
+    assert layout.choose_layout('auto', none) == 'local'
     _clean(monkeypatch)
     monkeypatch.setenv('SLURM_STEP_NUM_TASKS', '8')   # srun
     monkeypatch.setenv('SLURM_PROCID', '3')
-    assert layout.choose_backend('auto', none) == 'horovod' and launchers.rank() == 3
+    assert layout.choose_layout('auto', none) == 'horovod' and launchers.rank() == 3
     _clean(monkeypatch)
     monkeypatch.setenv('HOROVOD_HOSTNAME', 'localhost')   # horovodrun --mpi, one rank
-    assert layout.choose_backend('auto', none) == 'horovod'
+    assert layout.choose_layout('auto', none) == 'horovod'
 
 
 @pytest.mark.launcher
