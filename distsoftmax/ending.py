@@ -29,7 +29,7 @@ def fail(error, debug=False):
         _silence_stdout()
         code = 141
     else:
-        code = getattr(error, 'exit_code', 1)
+        code = 130 if isinstance(error, KeyboardInterrupt) else getattr(error, 'exit_code', 1)
         if rank == 0 or not shared:
             _say(error, debug, '' if alone else f'rank {rank}: ' * (not shared))
     if layout is not None and not alone:

@@ -444,6 +444,23 @@ class NetnsHosts:
 APP_UID = 1000  # the image's user (Dockerfile.gpu), home /home/app
 
 
+def _needed_by_pods():
+    """The Python installation the venv points to, and this checkout."""
+    prefix = os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))
+    return [prefix] if ROOT.startswith(prefix + '/') else [prefix, ROOT]
+
+
+def _hidden_from_pods(path):
+    """The first directory above path that uid 1000 cannot enter, or /tmp if
+    path lies under it (each pod gets its own /tmp); None if path is reachable."""
+    parts = path.split('/')
+    for i in range(2, len(parts)):
+        d = '/'.join(parts[:i])
+        if d == '/tmp' or not os.stat(d).st_mode & 0o001:
+            return d
+    return None
+
+
 class Pods(NetnsHosts):
     """NetnsHosts as the pods of an MPIJob: a user `app` (uid 1000, home
     /home/app) in each pod's /etc/passwd, a private /home and /tmp (tmpfs), the
@@ -466,21 +483,29 @@ class Pods(NetnsHosts):
         group.append(f'app:x:{APP_UID}:\n')
         for n in self.names:
             self.extra_etc.setdefault(n, {}).update(passwd=''.join(passwd), group=''.join(group))
-        # the interpreter may live under /root (0700, e.g. pyenv): give the pods a
-        # /root that uid 1000 may enter, with only that directory in it
-        real = os.path.realpath(sys.executable)
-        root_fix = ''
-        if real.startswith('/root/'):
-            top = '/root/' + real.split('/')[2]
-            root_fix = (f'mkdir /tmp/.stage && mount --bind {top} /tmp/.stage && '
-                        f'mount -t tmpfs -o mode=755 tmpfs /root && mkdir {top} && '
-                        f'mount --move /tmp/.stage {top} && ')
-        self.setup = ('mount --make-rprivate / && mount -t tmpfs -o mode=1777 tmpfs /tmp && '
-                      f'{root_fix}'
-                      'mount -t tmpfs -o mode=755 tmpfs /home && mkdir -p /home/app/.ssh && '
-                      f'chown {APP_UID}:{APP_UID} /home/app && '
-                      f'mount --bind {self.keys} /home/app/.ssh && '
-                      'mount -o remount,bind,ro /home/app/.ssh && ')
+        # uid 1000 must reach the interpreter (pyenv lives under /root, 0700) and
+        # this checkout (a CI clone may sit in a 0700 temporary directory, or in
+        # /tmp, which the pods get fresh): each is bind-mounted aside, then put
+        # back at its own path under a tmpfs that everybody may enter
+        self.setup = 'mount --make-rprivate / && '
+        moves = {}
+        for i, path in enumerate(_needed_by_pods()):
+            blocked = _hidden_from_pods(path)
+            if blocked:
+                stage = os.path.join(self.top, f'stage{i}')
+                os.makedirs(stage)
+                self.setup += f'mount --bind {path} {stage} && '
+                moves.setdefault(blocked, []).append((path, stage))
+        self.setup += 'mount -t tmpfs -o mode=1777 tmpfs /tmp && '
+        for blocked, items in moves.items():
+            if blocked != '/tmp':
+                self.setup += f'mount -t tmpfs -o mode=755 tmpfs {blocked} && '
+            for path, stage in items:
+                self.setup += f'mkdir -p {path} && mount --move {stage} {path} && '
+        self.setup += ('mount -t tmpfs -o mode=755 tmpfs /home && mkdir -p /home/app/.ssh && '
+                       f'chown {APP_UID}:{APP_UID} /home/app && '
+                       f'mount --bind {self.keys} /home/app/.ssh && '
+                       'mount -o remount,bind,ro /home/app/.ssh && ')
 
     def default_hosts(self):
         return '127.0.0.1 localhost\n' + ''.join(
