@@ -75,11 +75,15 @@ def math_flags(cfg, data):
 
 def _save(cfg, net, trainer, history, data):
     from . import checkpoint, report
-    if cfg.checkpoint_dir:
-        checkpoint.save(cfg.checkpoint_dir, net, trainer,
-                        {'epoch': history[-1]['epoch'], 'flags': math_flags(cfg, data), 'metrics': history})
-    if cfg.metrics:
-        report.write_metrics(cfg.metrics, history)
+    try:
+        if cfg.checkpoint_dir:
+            checkpoint.save(cfg.checkpoint_dir, net, trainer,
+                            {'epoch': history[-1]['epoch'], 'flags': math_flags(cfg, data), 'metrics': history})
+        if cfg.metrics:
+            report.write_metrics(cfg.metrics, history)
+    except OSError as e:   # a full disk, a lost mount: the last complete checkpoint stays whole
+        raise CheckpointError(f"{e.filename or cfg.checkpoint_dir}: cannot write epoch {history[-1]['epoch']} "
+                              f'({e.strerror}); the last complete checkpoint stays') from None
 
 
 def _kept(message, cfg, history):

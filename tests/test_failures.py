@@ -145,6 +145,20 @@ def test_a_bad_input_ends_the_job_with_one_line(how, np_, args, message, tmp_pat
 
 
 @pytest.mark.parametrize('how', LAUNCHERS)
+def test_a_failed_checkpoint_write_on_rank_0_ends_the_job_with_one_line(how, tmp_path):
+    ck = tmp_path / 'ck'
+    p = start(how, 2, ['--synthetic', '3000', '--epochs', '3', '--quiet', '--checkpoint-dir', ck],
+              DISTSOFTMAX_FAULT='fail_writing=model.params@2')
+    out = finish(p)
+    assert p.returncode != 0, out
+    errors = [line for line in out.splitlines() if 'distsoftmax: error:' in line]
+    assert len(errors) == 1 and 'cannot write epoch 2 (No space left on device); the last complete ' \
+        'checkpoint stays' in errors[0], out[-3000:]
+    no_traceback_of_ours(out)
+    assert _epoch(ck) == 1
+
+
+@pytest.mark.parametrize('how', LAUNCHERS)
 def test_dry_run_checks_at_the_real_world_size(how, tmp_path):
     p = start(how, 2, [*TINY, '--checkpoint-dir', tmp_path / 'ck', '--dry-run'])
     out = finish(p)

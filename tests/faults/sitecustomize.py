@@ -1,7 +1,8 @@
 """Faults injected from outside the product, for the tests: put this directory
 on PYTHONPATH and set DISTSOFTMAX_FAULT, e.g. 'sleep=0.02' (seconds added to
-every optimizer step) or 'crash_after=model.params@2' (the process dies right
-after writing that checkpoint file of epoch 2). Each patch is applied when
+every optimizer step), 'crash_after=model.params@2' (the process dies right
+after writing that checkpoint file of epoch 2) or 'fail_writing=model.params@2'
+(writing it fails as on a full disk). Each patch is applied when
 its module is first imported."""
 import importlib.abc
 import importlib.util
@@ -34,6 +35,16 @@ def _crash_after(module, name, epoch):
     module.write_atomic = write_then_maybe_crash
 
 
+def _fail_writing(module, name, epoch):
+    write_atomic = module.write_atomic
+
+    def write_or_fail(path, write, durable=False):
+        if os.path.basename(path) == name and f'epoch-{epoch:04d}' in path:
+            raise OSError(28, 'No space left on device', path)   # ENOSPC, as a full disk says
+        write_atomic(path, write, durable)
+    module.write_atomic = write_or_fail
+
+
 class _PatchOnImport(importlib.abc.MetaPathFinder):
     def __init__(self, patches):
         self.patches = patches
@@ -62,6 +73,9 @@ def _install():
     if 'crash_after' in opts:
         name, _, epoch = opts['crash_after'].partition('@')
         patches['distsoftmax.checkpoint'] = lambda m: _crash_after(m, name, int(epoch))
+    if 'fail_writing' in opts:
+        name, _, epoch = opts['fail_writing'].partition('@')
+        patches['distsoftmax.checkpoint'] = lambda m: _fail_writing(m, name, int(epoch))
     if patches:
         sys.meta_path.insert(0, _PatchOnImport(patches))
 
