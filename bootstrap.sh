@@ -2,7 +2,8 @@
 # One idempotent set-up for a fresh Debian/Ubuntu machine, then run or test.
 #   ./bootstrap.sh setup   system packages, .venv, Horovod (MXNet+Gloo+MPI)
 #   ./bootstrap.sh run     setup, then 5 epochs on the real Fashion-MNIST (CPU)
-#   ./bootstrap.sh test    setup, then the test suite
+#   ./bootstrap.sh test    setup, the test tools (shellcheck, Slurm, munge, sshd,
+#                          iproute2), then the test suite
 # Extra arguments after run/test go to distsoftmax/pytest.
 set -euo pipefail
 
@@ -12,15 +13,17 @@ cache="${XDG_CACHE_HOME:-$HOME/.cache}/distsoftmax"
 wheels="$cache/wheels"
 horovod_version=0.28.1
 apt_packages=(build-essential libopenmpi-dev openmpi-bin libgomp1 libquadmath0
-              dataset-fashion-mnist shellcheck python3 python3-venv python3-dev
-              slurm-wlm munge openssh-server openssh-client iproute2)  # tests/test_cluster.py
+              dataset-fashion-mnist python3 python3-venv python3-dev)
+# only for ./bootstrap.sh test: the linter, and the real Slurm, sshd and network
+# namespaces of tests/test_cluster.py
+test_packages=(shellcheck slurm-wlm munge openssh-server openssh-client iproute2)
 
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 
 system_packages() {
     local missing=() p
-    for p in "${apt_packages[@]}"; do
+    for p in "$@"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
     done
     [ ${#missing[@]} -eq 0 ] && return 0
@@ -62,7 +65,7 @@ python_env() {
         "$venv/bin/pip" install -q --upgrade pip wheel packaging
         # mpi4py from source, so it links the same OpenMPI as Horovod; the build
         # backend's boxed notes on editable installs are not for our users
-        PYTHONWARNINGS=ignore "$venv/bin/pip" install -q --no-binary=mpi4py -e "$root[mpi,test]"
+        PYTHONWARNINGS=ignore "$venv/bin/pip" install -q --no-binary=mpi4py -e "${root}[mpi,test]"
         echo "$want" > "$stamp"
     fi
 }
@@ -91,7 +94,7 @@ horovod_build() {
 }
 
 setup() {
-    system_packages
+    system_packages "${apt_packages[@]}"
     python_env
     horovod_build
 }
@@ -106,6 +109,6 @@ case "$cmd" in
     -h | --help | help) usage ;;
     setup) setup; say "ready: $venv" ;;
     run)   setup; exec "$venv/bin/python" -m distsoftmax "$@" ;;
-    test)  setup; cd "$root"; exec "$venv/bin/python" -m pytest "$@" ;;
-    *)     die "unknown command '$cmd' (use setup, run, test or --help)" ;;
+    test)  setup; system_packages "${test_packages[@]}"; cd "$root"; exec "$venv/bin/python" -m pytest "$@" ;;
+    *)     say "error: unknown command '$cmd' (use setup, run, test or --help)"; exit 2 ;;
 esac

@@ -15,7 +15,7 @@ from .errors import UsageError
 COMMANDS = ('train', 'evaluate')
 FLOAT32_MAX = 3.4028234663852886e38
 EXIT_CODES = ('exit codes: 0 done; 1 a run error (data, checkpoint, divergence, a failed rank); '
-              '2 bad flags; 130 SIGINT; 141 stdout closed; 143 SIGTERM')
+              '2 bad flags; 130 SIGINT; 141 stdout closed; 143 SIGTERM (a launcher reports its own)')
 ENVIRONMENT = '''environment:
   DISTSOFTMAX_DATA        the data directory, if --data-dir is not given
   XDG_CACHE_HOME          where downloads are cached (default: ~/.cache)
@@ -27,6 +27,8 @@ set where you have not set them:
   OMP_NUM_THREADS=1       MXNet's threads per process (the ops are too small to split)
   OMPI_MCA_mpi_yield_when_idle=1   on CPU under MPI: waiting ranks leave the cores
   HOROVOD_CYCLE_TIME=0.1  ms, under Horovod on CPU with every rank on one host
+  OMPI_MCA_btl=^openib,ofi  under horovodrun, in place of its "^openib"
+distsoftmax --version prints the version.
 '''
 
 
@@ -89,7 +91,9 @@ def _data_flags(p, synthetic_const):
                         'then /usr/share/datasets/fashion-mnist, then ~/.cache/distsoftmax/fashion-mnist, '
                         'else download there)')
     g.add_argument('--synthetic', nargs='?', const=synthetic_const, type=_number(int), metavar='N',
-                   help='N deterministic synthetic samples, drawn from --seed, instead of the real data')
+                   help='N deterministic synthetic training samples (N/6 test samples), drawn from '
+                        '--seed, instead of the real data (N: 60000 if left out)' if synthetic_const else
+                        "the checkpoint's synthetic data (N, if given, must be its size)")
     p.add_argument('--no-verify', action='store_true',
                    help="skip the check of the files' SHA-256 against Fashion-MNIST's (for other IDX data "
                         'such as MNIST); the strict format checks still run')

@@ -4,7 +4,8 @@ An error that every rank holds (an agreed one, or a lone process's) is
 printed by rank 0, and the ranks leave the job together. An error of one rank
 alone is printed by that rank, which then ends the whole job (MPI_Abort, or
 an immediate exit that the launcher turns into the end of every rank).
-Survivors of a failed peer say so once, through rank 0.
+Survivors of a failed peer say so once, through rank 0, and so does a signal,
+which a launcher forwards to every rank.
 """
 import os
 import signal
@@ -30,8 +31,9 @@ def fail(error, debug=False):
         code = 141
     else:
         code = 130 if isinstance(error, KeyboardInterrupt) else getattr(error, 'exit_code', 1)
-        if rank == 0 or not shared:
-            _say(error, debug, '' if alone else f'rank {rank}: ' * (not shared))
+        signal_on_every_rank = isinstance(error, Interrupted)   # a launcher forwards it to all
+        if rank == 0 or not (shared or signal_on_every_rank):
+            _say(error, debug, '' if shared or signal_on_every_rank else f'rank {rank}: ')
     if layout is not None and not alone:
         if shared and not isinstance(error, PeerFailed):
             layout.barrier()          # rank 0's line is out before any rank exits

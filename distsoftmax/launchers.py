@@ -27,6 +27,8 @@ LAUNCHERS = (
     Launcher('PMI (MPICH, Intel MPI)', 'PMI_SIZE', 'PMI_RANK'),
     # srun sets these in every task, with or without a PMI plugin
     Launcher('srun', 'SLURM_STEP_NUM_TASKS', 'SLURM_PROCID', 'SLURM_LOCALID'),
+    # recognised to be refused: its ranks rendezvous through torch.distributed alone
+    Launcher('torchrun', 'WORLD_SIZE', 'RANK', 'LOCAL_RANK', 'LOCAL_WORLD_SIZE'),
 )
 # horovodrun --mpi sets no HOROVOD_RANK, but HOROVOD_HOSTNAME on every rank
 HOROVODRUN_MARKS = ('HOROVOD_RANK', 'HOROVOD_HOSTNAME')

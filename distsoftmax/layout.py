@@ -252,6 +252,9 @@ def choose_layout(layout, devices):
     local or devices under a launcher of several ranks is refused: each rank
     would train alone and write the same files."""
     ranks = launchers.world_size()
+    if ranks > 1 and launchers.detect().name == 'torchrun':
+        raise UsageError(f'torchrun started {ranks} ranks, which cannot join one job here (Horovod and '
+                         'MPI rendezvous through their own launchers): use mpirun -np N or horovodrun -np N')
     if layout in ('local', 'devices') and ranks > 1:
         raise UsageError(f'--layout {layout} under a launcher of {ranks} ranks would train {ranks} '
                          'separate models: use --layout auto, horovod or mpi')

@@ -1,7 +1,7 @@
 """What rank 0 shows and writes: log lines, progress, metrics, plots, tables."""
+import datetime
 import json
 import sys
-import time
 
 from .files import write_atomic, write_text
 
@@ -9,14 +9,14 @@ from .files import write_atomic, write_text
 class Log:
     """What rank 0 prints: one line an event, each in one write (a launcher that
     tags output lines sees whole lines); other ranks print nothing. Results go to
-    stdout, notes to stderr; timestamps: an ISO 8601 time first on each line."""
+    stdout, notes to stderr; timestamps: an RFC 3339 time first on each line."""
 
     def __init__(self, main, quiet=False, timestamps=False):
         self.main, self.quiet, self.timestamps = main, quiet, timestamps
 
     def _emit(self, line, stream):
-        if self.timestamps:
-            line = time.strftime('%Y-%m-%dT%H:%M:%S%z ') + line
+        if self.timestamps:   # RFC 3339, local time with its offset
+            line = datetime.datetime.now().astimezone().isoformat(timespec='seconds') + ' ' + line
         stream.write(line + '\n')
         stream.flush()
 

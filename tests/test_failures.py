@@ -209,6 +209,22 @@ def test_a_stopped_rank_stops_the_job_and_its_checkpoint_resumes(how, sig, tmp_p
     assert same(load_params(ck / 'model.params'), uninterrupted[how])
 
 
+@pytest.mark.parametrize('how', ['horovodrun-mpi', 'mpirun'])
+def test_sigterm_to_the_launcher_is_said_once(how, tmp_path):
+    """The launcher forwards SIGTERM to every rank; rank 0 speaks for the job."""
+    ck = tmp_path / 'ck'
+    p = start(how, 2, [*RUN, '--checkpoint-dir', ck], DISTSOFTMAX_FAULT='sleep=0.02')
+    deadline = time.monotonic() + 60
+    while _epoch(ck) < 1:
+        assert time.monotonic() < deadline and p.poll() is None, p.stdout.read()
+        time.sleep(0.01)
+    os.killpg(p.pid, signal.SIGTERM)
+    out = finish(p)
+    said = [line for line in out.splitlines() if 'interrupted by SIGTERM' in line]
+    assert len(said) == 1 and f'stays in {ck}' in said[0], out[-3000:]
+    assert 'rank 1' not in said[0] and 'Traceback' not in out
+
+
 def test_a_directory_in_use_is_refused_and_the_first_run_goes_on(tmp_path, uninterrupted):
     ck = tmp_path / 'ck'
     first = start('horovodrun-gloo', 2, [*RUN, '--checkpoint-dir', ck], DISTSOFTMAX_FAULT='sleep=0.1')

@@ -111,6 +111,12 @@ def test_choose_layout(monkeypatch):
     monkeypatch.setenv('SLURM_PROCID', '3')
     assert layout.choose_layout('auto', none) == 'horovod' and launchers.rank() == 3
     _clean(monkeypatch)
+    for key, value in (('WORLD_SIZE', '2'), ('RANK', '1'), ('LOCAL_RANK', '1'), ('LOCAL_WORLD_SIZE', '2')):
+        monkeypatch.setenv(key, value)                      # torchrun: refused, said by rank 0 only
+    with pytest.raises(UsageError, match='torchrun started 2 ranks'):
+        layout.choose_layout('auto', none)
+    assert launchers.rank() == 1
+    _clean(monkeypatch)
     monkeypatch.setenv('HOROVOD_HOSTNAME', 'localhost')   # horovodrun --mpi, one rank
     assert layout.choose_layout('auto', none) == 'horovod'
 

@@ -30,7 +30,7 @@ def test_each_line_is_one_write_with_an_optional_timestamp(monkeypatch):
     report.Log(main=True, timestamps=True).info('hello')
     report.Log(main=False).always('rank 1 says nothing')
     assert out.calls[0] == report.epoch_line(EPOCHS[0]) + ', saved in ck\n'
-    assert re.fullmatch(r'\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} hello\n', out.calls[1])
+    assert re.fullmatch(r'\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d hello\n', out.calls[1])
     assert len(out.calls) == 2      # one write a line, so a launcher's tags never cut one
 
 
