@@ -81,3 +81,30 @@ needs_real_data = pytest.mark.skipif(REAL is None, reason='dataset-fashion-mnist
 def same(a, b):
     assert a.keys() == b.keys()
     return all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def tagged_ranks(tag):
+    """{pid: rank} of the distsoftmax processes still running whose environment
+    holds DISTSOFTMAX_TEST_TAG=tag (rank -1 where no launcher said)."""
+    import psutil
+    found = {}
+    for proc in psutil.process_iter(['pid', 'cmdline']):
+        if 'distsoftmax' not in (proc.info['cmdline'] or []):
+            continue
+        try:
+            e = proc.environ()
+        except (psutil.Error, OSError):
+            continue
+        if e.get('DISTSOFTMAX_TEST_TAG') == tag:
+            found[proc.info['pid']] = launchers.rank(e) if launchers.detect(e) else -1
+    return found
+
+
+def saved_epoch(ckpt):
+    """The epoch of the checkpoint in ckpt, 0 if none."""
+    import json
+    try:
+        with open(os.path.join(ckpt, 'state.json')) as f:
+            return json.load(f)['epoch']
+    except (OSError, ValueError, KeyError):
+        return 0

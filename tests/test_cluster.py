@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import cluster_fixtures as cf
-from conftest import BIN, REAL, ROOT, env, load_params
+from conftest import BIN, REAL, ROOT, env, load_params, saved_epoch
 
 pytestmark = pytest.mark.cluster
 LAUNCH = os.path.join(ROOT, 'launch')
@@ -49,14 +49,6 @@ def summary(path):
         last = json.loads(f.read().splitlines()[-1])
     assert last.get('summary'), last
     return last
-
-
-def epoch_of(ckpt):
-    try:
-        with open(os.path.join(ckpt, 'state.json')) as f:
-            return json.load(f)['epoch']
-    except (OSError, ValueError, KeyError):
-        return 0
 
 
 def same_params(a, b):
@@ -193,7 +185,7 @@ def _wait_job(slurm, job, states, timeout, what):
 
 def _wait_epoch(slurm, job, ckpt, out, timeout=120):
     def saved():
-        if epoch_of(ckpt) >= 1:
+        if saved_epoch(ckpt) >= 1:
             return True
         j = slurm.job(job)
         if j.get('JobState') not in ('PENDING', 'RUNNING', 'CONFIGURING'):
@@ -213,7 +205,7 @@ def test_requeue_by_usr1_resumes_and_ends_bit_equal(slurm, slurm_synthetic, tmp_
     slurm.run('scancel', '--batch', '--signal=USR1', job)
     # requeued: pending again, with a begin time about 2 minutes ahead; start it now
     j = _wait_job(slurm, job, ('PENDING',), 60, 'the job requeued')
-    assert epoch_of(ckpt) < EPOCHS, 'the run ended before the requeue: slow it down'
+    assert saved_epoch(ckpt) < EPOCHS, 'the run ended before the requeue: slow it down'
     assert j['Restarts'] == '1', j
     # slurmd refused a start in the same second as the requeue ("Job credential revoked")
     time.sleep(2)
@@ -222,7 +214,7 @@ def test_requeue_by_usr1_resumes_and_ends_bit_equal(slurm, slurm_synthetic, tmp_
     text = open(out).read()
     assert j['JobState'] == 'COMPLETED', text + slurm.logs()
     assert 'requeueing job' in text and 'run 2,' in text, text
-    assert epoch_of(ckpt) == EPOCHS
+    assert saved_epoch(ckpt) == EPOCHS
     assert same_params(ckpt, slurm_synthetic['ckpt']), 'requeued run differs from the uninterrupted one'
 
 
@@ -246,7 +238,7 @@ def test_max_requeues_reached_stops_the_ranks_gracefully(slurm, tmp_path):
     assert set(codes) <= {'143'}, text
     assert 'Killed' not in text and 'exit code 137' not in text, text
     assert j['ExitCode'].split(':')[0] == '143', j
-    assert 1 <= epoch_of(ckpt) < 50
+    assert 1 <= saved_epoch(ckpt) < 50
     assert took < 60, f'the ranks took {took:.0f} s to stop'
 
 
@@ -394,13 +386,13 @@ def test_recover_sh_over_two_hosts_with_the_remote_rank_killed(hosts, multihost_
     reader.start()
     try:
         deadline = time.monotonic() + 120
-        while epoch_of(ckpt) < 1:   # the dry run's ranks have come and gone by then
+        while saved_epoch(ckpt) < 1:   # the dry run's ranks have come and gone by then
             assert time.monotonic() < deadline and p.poll() is None, ''.join(log)
             time.sleep(0.01)
         victim = next((pid for pid, _ in hosts.ranks('b')), None)
         assert victim is not None, 'no rank found on host b'
         os.kill(victim, signal.SIGKILL)
-        assert epoch_of(ckpt) < EPOCHS, 'the run finished before the kill: slow it down'
+        assert saved_epoch(ckpt) < EPOCHS, 'the run finished before the kill: slow it down'
         p.wait(timeout=180)
     finally:
         if p.poll() is None:
@@ -411,7 +403,7 @@ def test_recover_sh_over_two_hosts_with_the_remote_rank_killed(hosts, multihost_
     assert p.returncode == 0, out
     assert re.search(r'attempt 1 failed with exit [1-9]', out), out
     assert 'attempt 2 succeeded' in out, out
-    assert epoch_of(ckpt) == EPOCHS
+    assert saved_epoch(ckpt) == EPOCHS
     assert same_params(ckpt, multihost_gloo['ckpt']), 'the recovered run differs'
     assert_no_rank_left(hosts)
 
@@ -549,7 +541,7 @@ def test_mpijob_pods_run_the_launcher(pods, tmp_path, variant):
     s = summary(os.path.join(pods.shared, 'metrics.jsonl'))
     assert (s['layout'], s['world_size']) == ({'horovodrun': 'horovod', 'mpirun': 'mpi'}[variant], 2), s
     assert seen == set(WORKERS), seen  # the ranks ran on the workers, none on the launcher
-    assert epoch_of(os.path.join(pods.shared, 'ckpt')) == 1
+    assert saved_epoch(os.path.join(pods.shared, 'ckpt')) == 1
     assert_no_rank_left(pods)
 
 
@@ -614,7 +606,7 @@ def test_sigterm_of_multihost_sh_stops_every_rank(hosts, tmp_path):
                                          SSH_IDENTITY_FILE=hosts.key, HOROVOD_GLOO_IFACE='eth0',
                                          DISTSOFTMAX_FAULT='sleep=0.03'))
     try:
-        cf.wait_for(lambda: epoch_of(ckpt) >= 1 or p.poll() is not None, 120, 'epoch 1')
+        cf.wait_for(lambda: saved_epoch(ckpt) >= 1 or p.poll() is not None, 120, 'epoch 1')
         assert p.poll() is None, p.stdout.read()
         p.send_signal(signal.SIGTERM)  # multihost.sh's own PID: ip netns exec and unshare exec it
         out, _ = p.communicate(timeout=60)
@@ -623,5 +615,5 @@ def test_sigterm_of_multihost_sh_stops_every_rank(hosts, tmp_path):
             os.killpg(p.pid, signal.SIGKILL)
             p.wait()
     assert p.returncode != 0, out
-    assert 1 <= epoch_of(ckpt) < 20
+    assert 1 <= saved_epoch(ckpt) < 20
     assert_no_rank_left(hosts, wait=10)

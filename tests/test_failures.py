@@ -17,7 +17,7 @@ import uuid
 import pytest
 
 import harness
-from conftest import ROOT, env, horovod_available, load_params, run_cli, same
+from conftest import ROOT, env, horovod_available, load_params, run_cli, same, saved_epoch, tagged_ranks
 
 pytestmark = [pytest.mark.launcher,
               pytest.mark.skipif(not horovod_available() or not shutil.which('mpirun'),
@@ -47,23 +47,6 @@ def start(how, np_, args, **extra):
     return p
 
 
-def ranks(tag):
-    """{pid: rank} of our processes still running (psutil reads their environment)."""
-    import psutil
-    found = {}
-    for proc in psutil.process_iter(['pid', 'cmdline']):
-        cmd = proc.info['cmdline'] or []
-        if 'distsoftmax' not in cmd:
-            continue
-        try:
-            e = proc.environ()
-        except (psutil.Error, OSError):
-            continue
-        if e.get('DISTSOFTMAX_TEST_TAG') == tag:
-            found[proc.info['pid']] = int(e.get('HOROVOD_RANK', e.get('OMPI_COMM_WORLD_RANK', -1)))
-    return found
-
-
 def finish(p, within=20):
     """The job's output once it ends by itself within `within` s; then nothing of it may run."""
     t0 = time.monotonic()
@@ -74,9 +57,9 @@ def finish(p, within=20):
         pytest.fail(f'the job still ran {within} s later:\n{p.communicate()[0][-3000:]}')
     finally:
         deadline = time.monotonic() + 5
-        while ranks(p.tag) and time.monotonic() < deadline:
+        while tagged_ranks(p.tag) and time.monotonic() < deadline:
             time.sleep(0.1)
-        left = ranks(p.tag)
+        left = tagged_ranks(p.tag)
         for pid in left:
             os.kill(pid, signal.SIGKILL)
     assert not left, f'processes left behind: {left}\n{out[-3000:]}'
@@ -155,7 +138,7 @@ def test_a_failed_checkpoint_write_on_rank_0_ends_the_job_with_one_line(how, tmp
     assert len(errors) == 1 and 'cannot write epoch 2 (No space left on device); the last complete ' \
         'checkpoint stays' in errors[0], out[-3000:]
     no_traceback_of_ours(out)
-    assert _epoch(ck) == 1
+    assert saved_epoch(ck) == 1
 
 
 @pytest.mark.parametrize('how', LAUNCHERS)
@@ -181,28 +164,21 @@ def uninterrupted(tmp_path_factory):
     return out
 
 
-def _epoch(ck):
-    try:
-        return json.load(open(ck / 'state.json'))['epoch']
-    except (OSError, ValueError, KeyError):
-        return 0
-
-
 @pytest.mark.parametrize('how', LAUNCHERS)
 @pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGKILL], ids=['SIGTERM', 'kill-9'])
 def test_a_stopped_rank_stops_the_job_and_its_checkpoint_resumes(how, sig, tmp_path, uninterrupted):
     ck = tmp_path / 'ck'
     p = start(how, 2, [*RUN, '--checkpoint-dir', ck], DISTSOFTMAX_FAULT='sleep=0.02')
     deadline = time.monotonic() + 60
-    while _epoch(ck) < 1:               # then rank 1 is in epoch 2
+    while saved_epoch(ck) < 1:               # then rank 1 is in epoch 2
         assert time.monotonic() < deadline and p.poll() is None, p.stdout.read()
         time.sleep(0.01)
-    victim = next(pid for pid, r in ranks(p.tag).items() if r == 1)
+    victim = next(pid for pid, r in tagged_ranks(p.tag).items() if r == 1)
     os.kill(victim, sig)
     out = finish(p)
     assert p.returncode != 0, out
     assert 'Traceback' not in '\n'.join(line for line in out.splitlines() if TAGGED.match(line)), out
-    assert _epoch(ck) in (1, 2), out
+    assert saved_epoch(ck) in (1, 2), out
     p = start(how, 2, [*RUN, '--checkpoint-dir', ck, '--resume'])
     out = finish(p, within=120)
     assert p.returncode == 0, out
@@ -215,7 +191,7 @@ def test_sigterm_to_the_launcher_is_said_once(how, tmp_path):
     ck = tmp_path / 'ck'
     p = start(how, 2, [*RUN, '--checkpoint-dir', ck], DISTSOFTMAX_FAULT='sleep=0.02')
     deadline = time.monotonic() + 60
-    while _epoch(ck) < 1:
+    while saved_epoch(ck) < 1:
         assert time.monotonic() < deadline and p.poll() is None, p.stdout.read()
         time.sleep(0.01)
     os.killpg(p.pid, signal.SIGTERM)

@@ -16,7 +16,7 @@ import uuid
 import numpy as np
 import pytest
 
-from conftest import BIN, ROOT, env, horovod_available, load_params
+from conftest import BIN, ROOT, env, horovod_available, load_params, saved_epoch, tagged_ranks
 
 LAUNCH = os.path.join(ROOT, 'launch')
 SCRIPTS = sorted(os.path.join(LAUNCH, f) for f in os.listdir(LAUNCH)
@@ -83,7 +83,7 @@ def _kill_all(p, tag):
         except ProcessLookupError:
             pass
         p.wait()
-    for pid in _ranks(tag):
+    for pid in tagged_ranks(tag):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -310,34 +310,6 @@ def test_mpi_sh(tmp_path):
 
 # ---------------------------------------------------------------- recovery
 
-def _ranks(tag):
-    """Python processes running distsoftmax with our tag in their environment: {pid: rank}."""
-    try:
-        import psutil
-    except ImportError:  # then only the launcher's process group is cleaned up
-        return {}
-    found = {}
-    for p in psutil.process_iter(['pid', 'cmdline']):
-        cmd = p.info['cmdline'] or []
-        if not any(cmd[i:i + 2] == ['-m', 'distsoftmax'] for i in range(len(cmd))):
-            continue
-        try:
-            e = p.environ()
-        except (psutil.Error, OSError):
-            continue
-        if e.get('DISTSOFTMAX_TEST_TAG') == tag:
-            found[p.info['pid']] = e.get('HOROVOD_RANK', e.get('OMPI_COMM_WORLD_RANK'))
-    return found
-
-
-def _epoch(ckpt):
-    try:
-        with open(os.path.join(ckpt, 'state.json')) as f:
-            return json.load(f)['epoch']
-    except (OSError, ValueError, KeyError):
-        return 0
-
-
 @pytest.mark.launcher
 @needs_horovodrun
 @pytest.mark.parametrize('controller', ['--gloo', '--mpi'])
@@ -351,9 +323,9 @@ def test_kill_9_of_one_rank_ends_horovodrun_fast_and_leaves_nothing(tmp_path, co
                          start_new_session=True)
     try:
         deadline, victim = time.monotonic() + 120, None
-        while _epoch(ckpt) < 1:  # then rank 1 is in epoch 2
+        while saved_epoch(ckpt) < 1:  # then rank 1 is in epoch 2
             assert time.monotonic() < deadline and p.poll() is None, p.stdout.read()
-            victim = victim or next((pid for pid, r in _ranks(tag).items() if r == '1'), None)
+            victim = victim or next((pid for pid, r in tagged_ranks(tag).items() if r == 1), None)
             time.sleep(0.005)
         assert victim is not None, 'no process of rank 1 found'
         os.kill(victim, signal.SIGKILL)
@@ -364,13 +336,13 @@ def test_kill_9_of_one_rank_ends_horovodrun_fast_and_leaves_nothing(tmp_path, co
             pytest.fail(f'horovodrun {controller} still runs 30 s after kill -9 of rank 1')
         print(f'horovodrun {controller} exited {time.monotonic() - killed_at:.2f} s after the kill')
         deadline = time.monotonic() + 5
-        while _ranks(tag) and time.monotonic() < deadline:
+        while tagged_ranks(tag) and time.monotonic() < deadline:
             time.sleep(0.1)
-        left = _ranks(tag)  # looked for before the clean-up below kills them
+        left = tagged_ranks(tag)  # looked for before the clean-up below kills them
     finally:
         _kill_all(p, tag)
     assert p.returncode != 0, out
-    assert _epoch(ckpt) in (1, 2), 'the run was not stopped mid-way'
+    assert saved_epoch(ckpt) in (1, 2), 'the run was not stopped mid-way'
     assert not left, f'rank processes left behind: {left}'
 
 
@@ -399,14 +371,14 @@ def test_recover_sh_resumes_after_a_killed_rank(tmp_path):
     try:
         # kill rank 1 as soon as epoch 1 is saved (the dry run's ranks have gone by then)
         deadline = time.monotonic() + 120
-        while _epoch(ckpt) < 1:
+        while saved_epoch(ckpt) < 1:
             assert time.monotonic() < deadline and p.poll() is None, ''.join(line for _, line in log)
             time.sleep(0.005)
-        victim = next((pid for pid, r in _ranks(tag).items() if r == '1'), None)
+        victim = next((pid for pid, r in tagged_ranks(tag).items() if r == 1), None)
         assert victim is not None, 'no process of rank 1 found'
         os.kill(victim, signal.SIGKILL)
         killed_at = time.monotonic()
-        assert _epoch(ckpt) < 3, 'the run finished before the kill: slow it down'
+        assert saved_epoch(ckpt) < 3, 'the run finished before the kill: slow it down'
         p.wait(timeout=180)
     finally:
         _kill_all(p, tag)
@@ -419,7 +391,7 @@ def test_recover_sh_resumes_after_a_killed_rank(tmp_path):
     print(f'recover.sh: attempt 1 failed {failed[0] - killed_at:.2f} s after the kill')
     assert failed[0] - killed_at < 30, f'horovodrun took {failed[0] - killed_at:.1f} s to fail'
     assert 'attempt 2 succeeded' in out, out
-    assert _epoch(ckpt) == 3
+    assert saved_epoch(ckpt) == 3
     # bit-equal to the uninterrupted run
     got, want = load_params(ckpt / 'model.params'), load_params(ref / 'model.params')
     assert got.keys() == want.keys()
@@ -427,7 +399,7 @@ def test_recover_sh_resumes_after_a_killed_rank(tmp_path):
         assert np.array_equal(got[k], want[k]), k
     # nothing left behind
     time.sleep(0.5)
-    assert not _ranks(tag), f'rank processes left behind: {_ranks(tag)}'
+    assert not tagged_ranks(tag), f'rank processes left behind: {tagged_ranks(tag)}'
 
 
 # ------------------------------------------------------- the MPIJob's schema
