@@ -1,7 +1,7 @@
 """The training loop. It never asks which layout it runs in.
 
 The data sits on each context as uint8; the samples of a block of steps are
-gathered there at once (nd.take into buffers reused all run); no DataLoader,
+gathered there at once (nd.take into buffers reused all epoch); no DataLoader,
 no per-sample Python, and no host sync per step: per-step loss and accuracy
 stay on the device and are read once per epoch.
 """
@@ -46,7 +46,7 @@ class _Gather:
     every block: a fresh few-MB array per block costs an mmap and page faults."""
 
     def __init__(self, x, y, per_step):
-        self.x, self.y, self.per_step = x, y, per_step
+        self.x, self.y = x, y
         rows = GATHER_STEPS * per_step
         self.bx = nd.empty((rows,) + x.shape[1:], ctx=x.context, dtype=x.dtype)
         self.by = nd.empty((rows,), ctx=y.context, dtype=y.dtype)
