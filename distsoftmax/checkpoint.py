@@ -17,16 +17,16 @@ import shutil
 import socket
 
 import mxnet as mx
+from filelock import FileLock, Timeout
 
 from .data import describe, legacy_identity
 from .errors import CheckpointError
 from .files import fsync_dir, write_atomic, write_text
+from .task import MATH_FLAGS
 
 STATE = 'state.json'
 MODEL, TRAINER = 'model.params', 'trainer.states'
 LOCK = '.lock'
-# what changes the trajectory: resuming with another value would be another run
-MATH_FLAGS = ('batch_size', 'lr', 'seed', 'drop_last', 'data')
 
 
 def _sha256(path):
@@ -52,13 +52,9 @@ def check_writable(directory):
         raise CheckpointError(f'--checkpoint-dir {directory}: not writable')
 
 
-_held = []   # the lock of this run's DIR: released when the process ends
-
-
-def hold(directory):
-    """An exclusive lock on DIR for this run, until the process ends.
+def hold(directory, session):
+    """An exclusive lock on DIR for this run, released when the session ends.
     Raises CheckpointError naming the holder if another run has it."""
-    from filelock import FileLock, Timeout
     lock, owner = FileLock(os.path.join(directory, LOCK)), os.path.join(directory, LOCK + '.owner')
     try:
         lock.acquire(timeout=0)
@@ -69,17 +65,17 @@ def hold(directory):
             holder = 'another process'
         raise CheckpointError(f'--checkpoint-dir {directory}: in use by another run ({holder}); '
                               'wait for it to end or pass another --checkpoint-dir') from None
+    session.hold(lock)
     write_text(owner, f'pid {os.getpid()} on {socket.gethostname()}\n')
-    _held.append(lock)
 
 
-def open_for_training(directory, resume, overwrite, flags):
+def open_for_training(directory, *, resume, overwrite, flags, session):
     """Rank 0, before training: DIR made, locked, and its checkpoint checked.
 
     Returns the checkpoint's state to resume, or None to start fresh. Raises CheckpointError for an unwritable or busy DIR, a checkpoint
     found without --resume or --overwrite, or one that does not fit `flags`."""
     check_writable(directory)
-    hold(directory)
+    hold(directory, session)
     state = read_state(directory)
     if state is None or overwrite:
         return None
@@ -155,13 +151,12 @@ def read_state(directory):
 
 def check_math(state, flags, directory):
     """Resuming with other math flags or other data would silently make another run."""
-    for key in MATH_FLAGS:
+    for key, opt in MATH_FLAGS.items():
         if key in state['flags'] and state['flags'][key] != flags[key]:
             if key == 'data':
                 raise CheckpointError(f"{_state_path(directory)}: trained on {describe(state['flags'][key])}, "
                                       f"this run has {describe(flags[key])}; use the same data or "
                                       'another --checkpoint-dir')
-            opt = '--' + key.replace('_', '-')
             raise CheckpointError(
                 f"{_state_path(directory)}: made with {opt} {state['flags'][key]}, this run has "
                 f"{flags[key]}; use the same flags or another --checkpoint-dir")
@@ -189,6 +184,7 @@ def restore(directory, state, net, trainer, layout):
             if trainer is not None:
                 load_trainer(directory, state, trainer)
     layout.agree(load)
+    layout.mark("the broadcast of rank 0's parameters")
     layout.broadcast(net.collect_params())
     updates = trainer.optimizer.num_update if trainer is not None else 0
     epoch, updates = layout.broadcast_value([state['epoch'], updates] if state else [0, 0])

@@ -1,5 +1,6 @@
 """python -m distsoftmax [train|evaluate] ...: flags, a typed configuration,
-errors to exit codes, and the entry point. The run itself is job.py.
+errors to exit codes, and the entry point. The run itself is job.py; the
+Python API (api.py) takes the same flags as keywords.
 
 Under a launcher every rank parses the same flags; a line is printed once per
 job, by rank 0 (README: "Errors and exit codes").
@@ -9,8 +10,9 @@ import os
 import sys
 import textwrap
 
-from . import __version__, config, ending, launchers
+from . import __version__, config, ending, launchers, startup, watchdog
 from .errors import UsageError
+from .session import Session
 
 COMMANDS = ('train', 'evaluate')
 FLOAT32_MAX = 3.4028234663852886e38
@@ -22,6 +24,7 @@ ENVIRONMENT = '''environment:
   DISTSOFTMAX_MIRROR      base URL to download the four files from (default:
                           the upstream Fashion-MNIST location)
   DISTSOFTMAX_TIMESTAMPS  1: as --timestamps
+  DISTSOFTMAX_TIMEOUT     seconds: as --timeout
   DISTSOFTMAX_NO_QUICK_EXIT  1: exit through the interpreter's own teardown
 set where you have not set them:
   OMP_NUM_THREADS=1       MXNet's threads per process (the ops are too small to split)
@@ -69,7 +72,7 @@ class _Parser(argparse.ArgumentParser):
     by line), printed by rank 0 alone."""
 
     def error(self, message):
-        self.exit(2, f'distsoftmax: error: {message} (see --help)\n')
+        raise UsageError(f'{message} (see --help)')
 
     def _print_message(self, message, file=None):
         if launchers.rank() == 0:
@@ -105,6 +108,11 @@ def _data_flags(p, synthetic_const):
                    help='where the work runs (--backend is its older name). auto: horovod under '
                         'horovodrun; under another launcher of several ranks horovod if built, else '
                         'mpi; otherwise local, or devices for several --devices')
+    p.add_argument('--timeout', metavar='SECONDS', type=_number(float),
+                   default=float(os.environ.get('DISTSOFTMAX_TIMEOUT') or watchdog.DEFAULT_TIMEOUT),
+                   help='under a launcher, the longest any rank may wait for its peers or make no step; '
+                        'then the job ends with one line naming where it waited and which ranks did not '
+                        'answer. Start-up gets max(600, SECONDS) (env: DISTSOFTMAX_TIMEOUT)')
     p.add_argument('--debug', action='store_true', help='show tracebacks of errors')
 
 
@@ -184,38 +192,74 @@ def parse(argv):
         argv.insert(0, 'train')
     a = parser().parse_args(argv)
     given = a.data_dir is not None or a.synthetic is not None
-    data = config.Data(a.data_dir, a.synthetic, not a.no_verify)
+    data = config.Data(data_dir=a.data_dir, synthetic=a.synthetic, verify=not a.no_verify)
     devices = a.devices or config.Devices()
     if a.command == 'evaluate':
-        return config.Evaluate(a.checkpoint_dir, data if given else None, devices, a.layout, a.plot), a.debug
+        return config.Evaluate(checkpoint_dir=a.checkpoint_dir, data=data if given else None, devices=devices,
+                               layout=a.layout, plot=a.plot, timeout=a.timeout), a.debug
     if (a.resume or a.overwrite) and not a.checkpoint_dir:
         raise UsageError(f"{'--resume' if a.resume else '--overwrite'} needs --checkpoint-dir DIR")
     stamps = a.timestamps or os.environ.get('DISTSOFTMAX_TIMESTAMPS', '') not in ('', '0')
-    return config.Train(a.epochs, a.batch_size, a.lr, a.seed, a.drop_last, data, devices, a.layout,
-                        a.fp16_allreduce, a.checkpoint_dir, a.resume, a.overwrite, a.metrics, a.plot,
-                        a.quiet, stamps, a.dry_run), a.debug
+    return config.Train(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed, drop_last=a.drop_last,
+                        data=data, devices=devices, layout=a.layout, fp16_allreduce=a.fp16_allreduce,
+                        checkpoint_dir=a.checkpoint_dir, resume=a.resume, overwrite=a.overwrite,
+                        metrics=a.metrics, plot=a.plot, quiet=a.quiet, timestamps=stamps,
+                        dry_run=a.dry_run, timeout=a.timeout), a.debug
+
+
+def flags_of(command):
+    """{keyword: (option string, argparse action)} of a command's flags: the
+    keyword is the long flag with _ for - ('--checkpoint-dir' -> checkpoint_dir)."""
+    sub = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
+    found = {}
+    for action in sub.choices[command]._actions:
+        for option in action.option_strings:
+            if option.startswith('--') and option != '--help':
+                found[option[2:].replace('-', '_')] = (option, action)
+    return found
+
+
+def argv_of(command, options):
+    """The flags that keyword options stand for: True -> '--flag', False or None
+    -> left out, any other value -> '--flag VALUE'. Raises UsageError for a
+    keyword that is no flag of the command."""
+    known, argv = flags_of(command), [command]
+    for key, value in options.items():
+        if key not in known:
+            raise UsageError(f'{command}() has no option {key!r}; its keywords are the flags of '
+                             f'`distsoftmax {command} --help` with _ for -: {", ".join(sorted(known))}')
+        option, action = known[key]
+        if value is None or value is False:
+            continue
+        takes_value = action.nargs != 0
+        if value is True and (not takes_value or action.nargs == '?'):
+            argv.append(option)
+        elif not takes_value:
+            raise UsageError(f'{command}({key}={value!r}): {option} is a switch; pass True or False')
+        else:
+            argv += [option, str(value)]
+    return argv
 
 
 def main(argv=None):
     """Run the command; return its exit code (never raises for a run's failure)."""
-    from . import signals, startup
-    debug = '--debug' in (sys.argv[1:] if argv is None else argv)
-    try:
-        cfg, debug = parse(sys.argv[1:] if argv is None else argv)
-        startup.prepare()
-        signals.install()
-        from . import job
-        (job.train if isinstance(cfg, config.Train) else job.evaluate)(cfg)
-        return 0
-    except SystemExit as e:           # argparse: --help, --version, a bad flag
-        return ending.pause_unless_rank0(e.code or 0)
-    except BaseException as e:        # noqa: B036: a rank's failure must end the job, whatever it is
-        return ending.fail(e, debug)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = '--debug' in argv
+    with Session(cli=True) as session:
+        try:
+            cfg, debug = parse(argv)
+            from . import api   # api imports this module
+            api.run(cfg, session)
+            return 0
+        except SystemExit as e:           # argparse: --help, --version
+            return ending.pause_unless_rank0(e.code or 0)
+        except BaseException as e:        # noqa: B036: a rank's failure must end the job, whatever it is
+            _, code = ending.end(e, session, debug)
+            return code if session.layout is not None else ending.pause_unless_rank0(code)
 
 
 def run():
     """The command (python -m distsoftmax, the distsoftmax script)."""
-    from . import startup
     code = main()
     return startup.quick_exit(code) if code == 0 else code   # success: the layout has shut down
 

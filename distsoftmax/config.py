@@ -58,6 +58,7 @@ class Data:
 
 @dataclass(frozen=True)
 class Train:
+    """What `distsoftmax train` is asked to do (cli.parse makes it, by keyword)."""
     epochs: int = 5
     batch_size: int = 256               # global: split over every worker and device
     lr: float = 0.1
@@ -75,6 +76,7 @@ class Train:
     quiet: bool = False
     timestamps: bool = False
     dry_run: bool = False
+    timeout: float = 300.0              # s: the longest any rank may wait for its peers (watchdog.py)
 
 
 @dataclass(frozen=True)
@@ -84,3 +86,4 @@ class Evaluate:
     devices: Devices = Devices()
     layout: str = 'auto'
     plot: Optional[str] = None
+    timeout: float = 300.0

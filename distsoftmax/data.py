@@ -6,6 +6,7 @@ batch on the device. Synthetic data has the same shapes and dtypes.
 import fcntl
 import hashlib
 import os
+import sys
 import threading
 from dataclasses import dataclass, field
 
@@ -13,25 +14,17 @@ import numpy as np
 
 from .errors import DataError
 from .idx import IMAGES_MAGIC, LABELS_MAGIC, parse_idx, read_gz
+from .task import FASHION_MNIST
 
-CLASSES = ('t-shirt/top', 'trouser', 'pullover', 'dress', 'coat',
-           'sandal', 'shirt', 'sneaker', 'bag', 'ankle boot')
-
-# SHA-256 of the *decompressed* files: gzip headers differ between mirrors
-# and Debian's package, the content does not.
-FILES = {
-    'train-images-idx3-ubyte.gz': 'c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888',
-    'train-labels-idx1-ubyte.gz': 'bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9',
-    't10k-images-idx3-ubyte.gz': '5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b',
-    't10k-labels-idx1-ubyte.gz': '0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34',
-}
+# the default data set's names, for the modules and tests that read the files
+FILES, CLASSES = FASHION_MNIST.files, FASHION_MNIST.classes
 DEBIAN_DIR = '/usr/share/datasets/fashion-mnist'
 UPSTREAM_URL = 'http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/'
 
 
 @dataclass
 class Dataset:
-    train_images: np.ndarray   # (n, 28, 28) uint8
+    train_images: np.ndarray   # (n, *spec.image_shape) uint8
     train_labels: np.ndarray   # (n,) uint8
     test_images: np.ndarray
     test_labels: np.ndarray
@@ -89,7 +82,7 @@ def _download(cache):
                     pass
                 os.remove(path)   # a bad cached file is replaced, never used
             try:
-                import pooch
+                import pooch   # requests and its kin: only for a download
                 base = os.environ.get('DISTSOFTMAX_MIRROR', UPSTREAM_URL)
                 # pooch checks the transfer; our own hash checks the content
                 pooch.retrieve(base.rstrip('/') + '/' + name, known_hash=None, fname=name,
@@ -107,7 +100,6 @@ def _download(cache):
 
 
 def _tty():
-    import sys
     return sys.stderr.isatty()
 
 
@@ -118,7 +110,7 @@ def _load_split(directory, prefix, verify, digests):
         path = os.path.join(directory, name)
         raw = read_gz(path)
         # format first: its errors say more than a hash mismatch would
-        out.append(parse_idx(raw, path, magic))
+        out.append(parse_idx(raw, path, magic, FASHION_MNIST.image_shape, FASHION_MNIST.num_classes))
         digests[name] = hashlib.sha256(raw).hexdigest()
         if verify and digests[name] != FILES[name]:
             raise DataError(f'{path}: SHA-256 of its content does not match Fashion-MNIST '
@@ -140,24 +132,25 @@ def load(data_dir=None, verify=True, download=True):
     return Dataset(*train, *test, source=directory, identity={'sha256': digests})
 
 
-def synthetic(seed=0, n_train=60000, n_test=None):
+def synthetic(seed=0, n_train=60000, n_test=None, spec=FASHION_MNIST):
     """Deterministic, learnable stand-in with the real shapes and dtypes.
 
-    Each class has a fixed random 28x28 template. A sample blends its class's
+    Each class has a fixed random template of spec's image shape. A sample blends its class's
     template with another's (weight up to 0.6) and adds noise, so a linear
     model learns it fast but, like on the real set, not perfectly.
     """
     n_test = n_test if n_test is not None else max(n_train // 6, 10)
     rng = np.random.default_rng(seed)
-    templates = rng.uniform(0, 255, size=(10, 28 * 28)).astype(np.float32)
+    k, features = spec.num_classes, spec.features
+    templates = rng.uniform(0, 255, size=(k, features)).astype(np.float32)
 
     def draw(n):
-        labels = rng.integers(0, 10, size=n).astype(np.uint8)
-        other = rng.integers(0, 10, size=n)
+        labels = rng.integers(0, k, size=n).astype(np.uint8)
+        other = rng.integers(0, k, size=n)
         mix = rng.uniform(0, 0.6, size=(n, 1)).astype(np.float32)
-        noise = rng.normal(0, 40, size=(n, 28 * 28)).astype(np.float32)
+        noise = rng.normal(0, 40, size=(n, features)).astype(np.float32)
         images = (1 - mix) * templates[labels] + mix * templates[other] + noise
-        return np.clip(images, 0, 255).astype(np.uint8).reshape(n, 28, 28), labels
+        return np.clip(images, 0, 255).astype(np.uint8).reshape(n, *spec.image_shape), labels
 
     return Dataset(*draw(n_train), *draw(n_test), source=f'synthetic(seed={seed})',
                    identity={'synthetic': n_train, 'seed': seed})
@@ -167,9 +160,13 @@ def is_fashion_mnist(identity):
     return identity.get('sha256') == FILES
 
 
+def spec_of(identity):
+    """The data set's spec: Fashion-MNIST's class names for Fashion-MNIST, 'class 0'... for other data."""
+    return FASHION_MNIST if is_fashion_mnist(identity) else FASHION_MNIST.generic()
+
+
 def class_names(identity):
-    """Fashion-MNIST's class names for Fashion-MNIST, 'class 0'... for other data."""
-    return CLASSES if is_fashion_mnist(identity) else tuple(f'class {i}' for i in range(10))
+    return spec_of(identity).classes
 
 
 def describe(identity):

@@ -1,64 +1,89 @@
 """How a run ends when it fails: one line per job, and every rank stops.
 
-An error that every rank holds (an agreed one, or a lone process's) is
-printed by rank 0, and the ranks leave the job together. An error of one rank
-alone is printed by that rank, which then ends the whole job (MPI_Abort, or
-an immediate exit that the launcher turns into the end of every rank).
-Survivors of a failed peer say so once, through rank 0, and so does a signal,
-which a launcher forwards to every rank.
+An error that every rank holds (an agreed one, a lone process's, a signal
+that the launcher forwards to all) is said by rank 0, and the ranks leave the
+job together. An error of one rank alone is said by that rank, which then ends
+the whole job (MPI_Abort, or an immediate exit that the launcher turns into
+the end of every rank). Survivors of a failed peer say so once, through rank 0.
+The CLI turns the outcome into an exit code; a library call raises it.
 """
 import os
 import signal
 import sys
 import time
+import traceback
 
-from . import launchers, signals
-from .errors import Agreed, Interrupted, PeerFailed, UserError
+from . import launchers
+
+SIGNAL_SPREAD = 0.5     # s
+from .errors import Interrupted, PeerFailed, UserError
 
 
-def fail(error, debug=False):
-    """Say what ended the run, once per job, and end every rank (README: "Errors")."""
-    layout = _started_layout()
+def public(error, session):
+    """The error a user is told: a peer's failure seen through Horovod is PeerFailed
+    (or the signal that every rank got), KeyboardInterrupt is SIGINT's Interrupted."""
+    layout = session.layout
+    if layout is not None and layout.peer_failed(error):
+        signum = session.signals.first()  # SIGTERM to every rank: some see a peer leave first
+        return Interrupted(signum, f'interrupted by {signal.Signals(signum).name}') if signum else \
+            PeerFailed('another rank failed or was stopped; stopping')
+    if isinstance(error, KeyboardInterrupt) and not isinstance(error, Interrupted):
+        return Interrupted(signal.SIGINT, 'interrupted by SIGINT')
+    return error
+
+
+def end(error, session, debug=False):
+    """Say what ended the run where it must be said, and end every rank as the
+    error requires. Returns (the public error, its exit code)."""
+    error = public(error, session)
+    layout = session.layout
     rank = layout.rank if layout else launchers.rank()
     alone = layout is None or layout.size == 1
-    if layout is not None and layout.peer_failed(error):
-        signum = signals.received()   # SIGTERM to every rank: some see a peer leave first
-        error = Interrupted(signum, f'interrupted by {signal.Signals(signum).name}') if signum else \
-            PeerFailed('another rank failed or was stopped; stopping')
-    shared = alone or isinstance(error, (Agreed, PeerFailed))   # every rank has the same error
+    held = alone or getattr(error, 'agreed', False) or isinstance(error, PeerFailed)  # by every rank
     if isinstance(error, BrokenPipeError):
         _silence_stdout()
         code = 141
     else:
-        code = 130 if isinstance(error, KeyboardInterrupt) else getattr(error, 'exit_code', 1)
-        signal_on_every_rank = isinstance(error, Interrupted)   # a launcher forwards it to all
-        if rank == 0 or not (shared or signal_on_every_rank):
-            _say(error, debug, '' if shared or signal_on_every_rank else f'rank {rank}: ')
+        code = getattr(error, 'exit_code', 1)
+        if isinstance(error, Interrupted) and not alone:
+            speak, prefix = _signal_speaker(error, layout)
+        else:
+            speak, prefix = (rank == 0, '') if held else (True, f'rank {rank}: ')
+        if speak and (session.cli or not held):   # a library call raises what it would say
+            say(error, debug, prefix)
     if layout is not None and not alone:
-        if shared and not isinstance(error, PeerFailed):
+        if held and not isinstance(error, PeerFailed):
             layout.barrier()          # rank 0's line is out before any rank exits
             layout.close()
         else:
-            layout.abort(code)        # this rank alone: end every rank now
+            layout.abort(code)        # this rank alone, a signal, or a peer gone: end every rank now
     elif layout is not None:
         layout.close()
-    return code if layout is not None else pause_unless_rank0(code)
+    return error, code
 
 
-def _say(error, debug, prefix):
-    if debug or not isinstance(error, (UserError, Interrupted, KeyboardInterrupt)):
-        import traceback
+def _signal_speaker(error, layout):
+    """A launcher forwards a signal to every rank, and rank 0 says it for the job;
+    a signal that reached another rank alone (a kill of its pid) is said by it.
+    Returns (speak, prefix)."""
+    if layout.rank == 0:
+        return True, ''
+    time.sleep(SIGNAL_SPREAD)   # a forwarded signal reaches the ranks a moment apart
+    if layout.watchdog is not None and layout.watchdog.signal_of(0) != error.signum:
+        return True, f'rank {layout.rank}: '
+    return False, ''
+
+
+def say(error, debug, prefix=''):
+    if debug or not isinstance(error, (UserError, Interrupted)):
         traceback.print_exception(error)
         return
     kind = 'error: ' if isinstance(error, UserError) else ''
-    text = str(error) or 'interrupted by SIGINT'
-    sys.stderr.write(f'distsoftmax: {kind}{prefix}{text}\n')
-    sys.stderr.flush()
-
-
-def _started_layout():
-    layouts = sys.modules.get('distsoftmax.layout')
-    return layouts.started[-1] if layouts and layouts.started else None
+    try:
+        sys.stderr.write(f'distsoftmax: {kind}{prefix}{error}\n')
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass   # stderr itself is gone: the exit code still says it
 
 
 def pause_unless_rank0(code):

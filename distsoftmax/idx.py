@@ -69,8 +69,9 @@ def _inflate(f, path):
         raise DataError(f'{path}: truncated gzip file')
 
 
-def parse_idx(raw, path, magic):
-    """Strictly parse one IDX file's decompressed bytes."""
+def parse_idx(raw, path, magic, image_shape, num_classes):
+    """Strictly parse one IDX file's decompressed bytes: images (n, *image_shape)
+    uint8, or labels (n,) uint8 in 0..num_classes-1. Raises DataError naming the file."""
     if len(raw) == 0:
         raise DataError(f'{path}: empty file')
     header = 16 if magic == IMAGES_MAGIC else 8
@@ -82,9 +83,9 @@ def parse_idx(raw, path, magic):
     count = int.from_bytes(raw[4:8], 'big')
     if magic == IMAGES_MAGIC:
         rows, cols = int.from_bytes(raw[8:12], 'big'), int.from_bytes(raw[12:16], 'big')
-        if (rows, cols) != (28, 28):
-            raise DataError(f'{path}: images are {rows}x{cols}, expected 28x28')
-        item = 28 * 28
+        if (rows, cols) != tuple(image_shape):
+            raise DataError(f'{path}: images are {rows}x{cols}, expected {image_shape[0]}x{image_shape[1]}')
+        item = rows * cols
     else:
         item = 1
     body = len(raw) - header
@@ -93,9 +94,9 @@ def parse_idx(raw, path, magic):
                         f'{body // item} ({body} bytes after the header)')
     arr = np.frombuffer(raw, dtype=np.uint8, offset=header)
     if magic == IMAGES_MAGIC:
-        return arr.reshape(count, 28, 28)
-    if count and arr.max() > 9:
-        raise DataError(f'{path}: label {int(arr.max())} out of range 0-9')
+        return arr.reshape(count, *image_shape)
+    if count and arr.max() >= num_classes:
+        raise DataError(f'{path}: label {int(arr.max())} out of range 0-{num_classes - 1}')
     return arr
 
 

@@ -1,33 +1,38 @@
 """Where the work runs: the one module that knows about processes and devices.
 
-Every layout offers the same small interface, and the recipe and the loop use
-nothing else: rank, size, local_rank, contexts, is_main, split, allreduce,
-broadcast, broadcast_value, barrier, trainer, agree, abort, close.
+Every layout offers the same small interface, the abstract class Layout, and
+the recipe and the loop use nothing else. Each layout must say how it sums over
+workers (allreduce), sends rank 0's values (broadcast, broadcast_value), makes
+a Trainer that reduces the gradients (trainer), ends the job at once (abort) and
+leaves it (close); a layout that misses one cannot be made (TypeError). What
+they share: rank, size, local_rank, contexts, is_main, split, barrier,
+broadcast_text, agree, replicas_identical, peer_failed, describe.
   Local    one process, one context (cpu or gpu:K)
   Devices  one process, several contexts; the Trainer's kvstore sums the gradients
   Horovod  one context per process; hvd.DistributedTrainer allreduces them
   Mpi      one context per process; mpi4py allreduces them (MpiKVStore)
 """
+import abc
 import hashlib
 import os
 
 import numpy as np
 from mxnet import gluon, nd
 
-from . import launchers, startup
+from . import launchers, startup, watchdog as watchdogs
 from .contexts import contexts_of, num_gpus, one_context
 from .mpi_kvstore import MpiKVStore
-from .errors import Agreed, LayoutError, UsageError, UserError
+from .errors import LayoutError, UsageError, UserError, agreed
 
 TEXT_BYTES = 4096    # an agreed error or a broadcast text travels as this many bytes
-started = []         # the layout of this process once it has joined a job; the CLI's failure path reads it
 
 
-class Layout:
+class Layout(abc.ABC):
     """What every layout shares; rank 0 of the job is the main one."""
     name = ''
     rank, size, local_rank = 0, 1, 0
     contexts = ()
+    watchdog = None     # a job of several ranks: watchdog.Watchdog, started by start()
 
     @property
     def is_main(self):
@@ -37,16 +42,45 @@ class Layout:
         """One equal part per context, as gluon.utils.split_and_load cuts it."""
         return gluon.utils.split_and_load(array, self.contexts, batch_axis=batch_axis)
 
+    @abc.abstractmethod
     def allreduce(self, x):
         """The float64 numpy array x summed over workers."""
-        return np.asarray(x, dtype=np.float64)
 
+    @abc.abstractmethod
     def broadcast(self, params):
-        """Parameters from rank 0, in place."""
+        """Parameters (a gluon ParameterDict) from rank 0, in place."""
 
+    @abc.abstractmethod
     def broadcast_value(self, x, root=0):
         """A float64 numpy array from rank root."""
-        return np.asarray(x, dtype=np.float64)
+
+    @abc.abstractmethod
+    def trainer(self, params, optimizer, fp16_allreduce=False):
+        """A gluon Trainer of optimizer (a task.Optimizer) whose step(n) sums the
+        gradients of every context and worker and divides by n. A layout chooses
+        only how the gradients are reduced."""
+
+    @abc.abstractmethod
+    def abort(self, code):
+        """End every rank of the job now (a failure on this rank alone)."""
+
+    @abc.abstractmethod
+    def close(self):
+        """Leave the job; every rank calls it."""
+
+    def mark(self, what, step=False):
+        """Where this rank is about to wait for its peers (or, step=True, a
+        training step): the watchdog's word for a stall."""
+        if self.watchdog is not None:
+            self.watchdog.at(what, step)
+
+    def allgather_text(self, text, width=256):
+        """Every rank's str (up to width bytes of UTF-8), a list by rank."""
+        rows = np.zeros((self.size, width))
+        raw = text.encode()[:width]
+        rows[self.rank, :len(raw)] = np.frombuffer(raw, np.uint8)
+        rows = self.allreduce(rows)
+        return [row.astype(np.uint8).tobytes().rstrip(b'\0').decode(errors='replace') for row in rows]
 
     def barrier(self):
         self.allreduce(np.zeros(1))
@@ -61,21 +95,15 @@ class Layout:
         got = self.broadcast_value(sent, root=root)
         return got[:-1].astype(np.uint8).tobytes().rstrip(b'\0').decode(errors='replace'), int(got[-1])
 
-    def trainer(self, params, lr, fp16_allreduce=False):
-        """SGD whose step(n) sums the gradients of every context and worker and divides by n."""
-        if fp16_allreduce:
-            raise UsageError('--fp16-allreduce needs the horovod layout')
-        # 'device': sums the per-context gradients; none is made for one context
-        return gluon.Trainer(params, 'sgd', {'learning_rate': lr}, kvstore='device')
-
     def agree(self, check):
         """check() on every rank; if it raised a UserError on any rank, every rank
-        raises the first failing rank's error (errors.Agreed, its exit code), so
-        that every rank exits alike and none waits on a peer that has left."""
+        raises the first failing rank's error (same class, message and exit
+        code), so that every rank exits alike and none waits on a peer that has left."""
         try:
             result, error = check(), None
         except UserError as e:
             result, error = None, e
+        self.mark('the agreement on the checks before training')
         return self._agreed(result, error)
 
     def _agreed(self, result, error):
@@ -85,13 +113,17 @@ class Layout:
         if not failed.any():
             return result
         first = int(np.flatnonzero(failed)[0])
-        text, code = (str(error), error.exit_code) if error is not None else ('', 0)
+        text, code = (f'{type(error).__name__}:{error}', error.exit_code) if error is not None else ('', 0)
         if self.size > 1:
             text, code = self.broadcast_text(text, root=first, code=code)
-        raise Agreed(text, code) from error
+        name, _, message = text.partition(':')
+        error_here = agreed(name, message, code)
+        error_here.agreed = True      # every rank holds it: rank 0 alone says it
+        raise error_here from error
 
     def replicas_identical(self, params):
         """Every context of every rank holds bit-identical parameters (digests compared)."""
+        self.mark('the comparison of the replicas after training')
         digests = []
         for p in params.values():
             per_ctx = {hashlib.sha256(d.asnumpy().tobytes()).digest()[:4] for d in p.list_data()}
@@ -105,13 +137,6 @@ class Layout:
         """Whether error says that another rank failed or left."""
         return False
 
-    def abort(self, code):
-        """End every rank of the job now (a failure on this rank alone)."""
-        startup.exit_now(code)
-
-    def close(self):
-        """Leave the job; every rank calls it."""
-
     def describe(self):
         devices = ', '.join(str(c) for c in self.contexts)
         return f'{self.name}, {self.size} worker(s) x {len(self.contexts)} device(s) ({devices})'
@@ -123,27 +148,53 @@ class Local(Layout):
     def __init__(self, contexts):
         self.contexts = contexts
 
+    def allreduce(self, x):
+        return np.asarray(x, dtype=np.float64)      # one worker: the sum is x
+
+    def broadcast(self, params):
+        pass                                        # one worker: rank 0's already
+
+    def broadcast_value(self, x, root=0):
+        return np.asarray(x, dtype=np.float64)
+
+    def trainer(self, params, optimizer, fp16_allreduce=False):
+        # 'device': sums the per-context gradients; none is made for one context
+        return gluon.Trainer(params, optimizer.name, optimizer.kwargs(), kvstore='device')
+
+    def abort(self, code):
+        startup.exit_now(code)
+
+    def close(self):
+        pass
+
 
 class Devices(Local):
     name = 'devices'
 
 
+# what Horovod, Gloo and Open MPI say when a peer has gone or stalled
+PEER_GONE = ('Horovod has been shut down', 'HorovodInternalError', 'Timed out waiting',
+             'pair closure', 'Connection closed by peer', 'Connection reset by peer', 'Broken pipe',
+             'gloo::IoException', 'gloo::EnforceNotMet')
+
+
 class Horovod(Layout):
     name = 'horovod'
 
-    def __init__(self, devices):
+    def __init__(self, devices, final, timeout):
         try:
             import horovod.mxnet as hvd
         except Exception as e:
             raise LayoutError(f'--layout horovod: Horovod with MXNet is not available ({e}); '
                               'run ./bootstrap.sh setup, or use --layout mpi') from None
         _set_defaults_for(devices, horovod=True)
+        # horovodrun sets Gloo's timeout (30 s), for the rendezvous and every
+        # collective: above the watchdog's, so that its one line comes first
+        os.environ['HOROVOD_GLOO_TIMEOUT_SECONDS'] = str(int(watchdogs.startup_allowance(timeout) + 60))
         hvd.init()
-        started.append(self)
-        self.hvd = hvd
+        self.hvd, self.final = hvd, final
         self.rank, self.size, self.local_rank = hvd.rank(), hvd.size(), hvd.local_rank()
         self._calls = 0
-        self.contexts = self.agree(lambda: one_context(devices, self.local_rank))
 
     def _name(self, what):
         self._calls += 1
@@ -160,37 +211,39 @@ class Horovod(Layout):
         t = nd.array(np.asarray(x, dtype=np.float64), dtype='float64')
         return self.hvd.broadcast(t, root_rank=root, name=self._name('bcast')).asnumpy()
 
-    def trainer(self, params, lr, fp16_allreduce=False):
+    def trainer(self, params, optimizer, fp16_allreduce=False):
         compression = self.hvd.Compression.fp16 if fp16_allreduce else self.hvd.Compression.none
         # DistributedTrainer averages: it divides rescale_grad by the world size.
         # Starting it at the world size makes step(n) divide the sum by n, as elsewhere.
-        return self.hvd.DistributedTrainer(params, 'sgd', {'learning_rate': lr, 'rescale_grad': self.size},
+        return self.hvd.DistributedTrainer(params, optimizer.name,
+                                           dict(optimizer.kwargs(), rescale_grad=self.size),
                                            compression=compression)
 
     def peer_failed(self, error):
-        text = str(error)
-        return 'Horovod has been shut down' in text or 'HorovodInternalError' in text or \
-            type(error).__name__ == 'HorovodInternalError'
+        return type(error).__name__ == 'HorovodInternalError' or any(s in str(error) for s in PEER_GONE)
+
+    def abort(self, code):
+        startup.exit_now(code)   # the launcher ends the other ranks
 
     def close(self):
-        self.hvd.shutdown()
+        self.mark('leaving the job')
+        if self.final:            # a library call leaves Horovod up for the next one
+            self.hvd.shutdown()
 
 
 class Mpi(Layout):
     name = 'mpi'
 
-    def __init__(self, devices):
+    def __init__(self, devices, final, timeout):
         _set_defaults_for(devices)
         try:
             from mpi4py import MPI
         except Exception as e:
             raise LayoutError(f'--layout mpi: mpi4py is not available ({e}); '
                               'pip install mpi4py, or run ./bootstrap.sh setup') from None
-        self.MPI, self.comm = MPI, MPI.COMM_WORLD
-        started.append(self)
+        self.MPI, self.comm, self.final = MPI, MPI.COMM_WORLD, final
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         self.local_rank = self.comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
-        self.contexts = self.agree(lambda: one_context(devices, self.local_rank))
 
     def allreduce(self, x):
         x = np.ascontiguousarray(x, dtype=np.float64)
@@ -209,16 +262,17 @@ class Mpi(Layout):
         self.comm.Bcast(x, root=root)
         return x
 
-    def trainer(self, params, lr, fp16_allreduce=False):
-        if fp16_allreduce:
-            raise UsageError('--fp16-allreduce needs the horovod layout')
-        return gluon.Trainer(params, 'sgd', {'learning_rate': lr}, kvstore=MpiKVStore(self.comm))
+    def trainer(self, params, optimizer, fp16_allreduce=False):
+        return gluon.Trainer(params, optimizer.name, optimizer.kwargs(), kvstore=MpiKVStore(self.comm))
 
     def abort(self, code):
+        startup.flush()
         self.comm.Abort(code)  # every rank of the job ends; mpirun reports it
 
     def close(self):
-        self.MPI.Finalize()  # here, since run() skips the interpreter teardown where mpi4py would
+        self.mark('leaving the job')
+        if self.final:   # here, since the CLI skips the interpreter teardown where mpi4py would
+            self.MPI.Finalize()
 
 
 def _set_defaults_for(devices, horovod=False):
@@ -267,14 +321,24 @@ def choose_layout(layout, devices):
     return 'devices' if devices.several else 'local'
 
 
-def start(layout, devices):
-    """The layout of this process: joins the job (hvd.init, MPI_Init) where there is one."""
+def start(layout, devices, session, timeout):
+    """The layout of this process, also kept as session.layout: joins the job
+    (hvd.init, MPI_Init) where there is one, starts its watchdog (timeout: s,
+    watchdog.py), and agrees on its device."""
     chosen = choose_layout(layout, devices)
-    if chosen == 'horovod':
-        return Horovod(devices)
-    if chosen == 'mpi':
-        return Mpi(devices)
+    if chosen in ('horovod', 'mpi'):
+        joined = (Horovod if chosen == 'horovod' else Mpi)(devices, final=session.cli, timeout=timeout)
+        session.layout = joined   # from here on, a failure must end every rank
+        if joined.size > 1:
+            joined.watchdog = watchdogs.Watchdog(rank=joined.rank, size=joined.size, timeout=timeout,
+                                                 signalled=session.signals.first)
+            session.callback(joined.watchdog.stop)
+            joined.mark('the exchange of side-channel addresses')
+            joined.watchdog.meet(joined.allgather_text(joined.watchdog.address()))  # distributed
+        joined.contexts = joined.agree(lambda: one_context(devices, joined.local_rank))
+        return joined
     contexts = contexts_of(devices)
     if chosen == 'local' and len(contexts) > 1:
         raise UsageError(f'--devices {devices}: the local layout uses one device; use --layout devices')
-    return (Devices if chosen == 'devices' else Local)(contexts)
+    session.layout = (Devices if chosen == 'devices' else Local)(contexts)
+    return session.layout

@@ -11,7 +11,6 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, nd
 
-from . import signals
 from .errors import Diverged
 from .model import Objective
 from .shard import eval_range
@@ -23,7 +22,7 @@ EVAL_CHUNK = 500    # test samples per forward: bounds the float32 copies
 class DeviceData:
     """The data set, copied once to each of this worker's contexts.
 
-    Images stay uint8 (n, 28, 28); labels become float32 (n,), as the loss takes them."""
+    Images stay uint8 (n, rows, cols); labels become float32 (n,), as the loss takes them."""
 
     def __init__(self, data, contexts):
         self.n_train, self.n_test = len(data.train_labels), len(data.test_labels)
@@ -61,7 +60,7 @@ class _Gather:
         return [(bx[j * b:(j + 1) * b], by[j * b:(j + 1) * b]) for j in range(idx.shape[0])]
 
 
-def _blocks(layout, data, plan, seed, epoch):
+def _blocks(*, layout, data, plan, seed, epoch):
     """Per step, the (images, labels) of every context: full steps in gathered
     blocks, then the tail, if any."""
     full, tail = plan.worker_indices(seed, epoch, layout.rank)
@@ -76,14 +75,15 @@ def _blocks(layout, data, plan, seed, epoch):
         yield [(nd.take(x, p), nd.take(y, p)) for x, y, p in zip(data.train_x, data.train_y, parts)]
 
 
-def train_epoch(objective, trainer, layout, data, plan, seed, epoch, progress=None):
+def train_epoch(*, objective, trainer, layout, data, plan, seed, epoch, signals, progress=None):
     """One epoch; returns (loss sum, correct count) over every worker, exact, float64.
 
-    Raises Diverged on a NaN or inf loss, errors.Interrupted on SIGINT or SIGTERM."""
+    Raises Diverged on a NaN or inf loss, errors.Interrupted when signals caught one."""
     per_ctx = [[] for _ in layout.contexts]
     total = len(plan.step_sizes)
-    for step, batches in enumerate(_blocks(layout, data, plan, seed, epoch), 1):
+    for step, batches in enumerate(_blocks(layout=layout, data=data, plan=plan, seed=seed, epoch=epoch), 1):
         signals.check(epoch)
+        layout.mark(f'epoch {epoch + 1}, step {step} of {total}', step=True)
         with autograd.record():
             outs = [objective(x, y) for x, y in batches]
         for out, kept in zip(outs, per_ctx):
@@ -95,6 +95,7 @@ def train_epoch(objective, trainer, layout, data, plan, seed, epoch, progress=No
     # the epoch's only host sync: per-step sums, summed over contexts and workers
     per_step = sum(nd.stack(*[nd.stack(*column) for column in zip(*kept)], axis=1)
                    .as_in_context(mx.cpu()).asnumpy().astype(np.float64) for kept in per_ctx)
+    layout.mark(f"the allreduce of epoch {epoch + 1}'s loss and accuracy")
     per_step = layout.allreduce(per_step)
     bad = np.flatnonzero(~np.isfinite(per_step[:, 0]))
     if len(bad):
@@ -102,13 +103,13 @@ def train_epoch(objective, trainer, layout, data, plan, seed, epoch, progress=No
     return per_step[:, 0].sum(), per_step[:, 1].sum()
 
 
-def predict_counts(net, data, layout, confusion=False):
+def predict_counts(net, data, layout, *, num_classes, confusion=False):
     """Correct test predictions over every worker (exact, float64) and, if asked,
-    the (10, 10) confusion matrix (rows: true class). Contexts beyond the test
-    set's size get no samples."""
+    the (num_classes, num_classes) float64 confusion matrix (rows: true class).
+    Contexts beyond the test set's size get no samples."""
     lo, hi = eval_range(data.n_test, layout.rank, layout.size)
     bounds = np.linspace(lo, hi, len(layout.contexts) + 1).astype(int)
-    hits, matrix = [], np.zeros((10, 10), np.float64)
+    hits, matrix = [], np.zeros((num_classes, num_classes), np.float64)
     for x, y, a, b in zip(data.test_x, data.test_y, bounds[:-1], bounds[1:]):
         for start in range(a, b, EVAL_CHUNK):
             i = nd.arange(start, min(start + EVAL_CHUNK, b), dtype='int32', ctx=x.context)
@@ -116,12 +117,13 @@ def predict_counts(net, data, layout, confusion=False):
             hits.append((pred == truth).sum())
             if confusion:
                 np.add.at(matrix, (truth.asnumpy().astype(int), pred.asnumpy().astype(int)), 1)
+    layout.mark('the evaluation on the test set')
     correct = sum(h.asscalar() for h in hits)   # one sync per chunk, after all are queued
     total = layout.allreduce(np.concatenate([[correct], matrix.ravel()]))
-    return total[0], total[1:].reshape(10, 10)
+    return total[0], total[1:].reshape(num_classes, num_classes)
 
 
-def fit(net, trainer, layout, data, plan, seed, epochs, progress=None):
+def fit(*, net, trainer, layout, data, plan, task, epochs, signals, progress=None):
     """Train the epochs (a range of 0-based indices); yield each one's metrics:
     epoch (1-based), train_loss (mean per sample), train_acc, test_acc, samples,
     seconds (wall, evaluation included) and samples_per_s."""
@@ -130,8 +132,9 @@ def fit(net, trainer, layout, data, plan, seed, epochs, progress=None):
     for epoch in epochs:
         t0 = time.perf_counter()
         bar = progress(epoch) if progress else None
-        loss_sum, correct = train_epoch(objective, trainer, layout, data, plan, seed, epoch, bar)
-        test_correct, _ = predict_counts(net, data, layout)
+        loss_sum, correct = train_epoch(objective=objective, trainer=trainer, layout=layout, data=data,
+                                        plan=plan, seed=task.seed, epoch=epoch, signals=signals, progress=bar)
+        test_correct, _ = predict_counts(net, data, layout, num_classes=task.data.num_classes)
         seconds, n = time.perf_counter() - t0, plan.samples_per_epoch
         yield {'epoch': epoch + 1, 'train_loss': loss_sum / n, 'train_acc': correct / n,
                'test_acc': test_correct / data.n_test, 'samples': n, 'seconds': seconds,

@@ -11,7 +11,7 @@ class Log:
     tags output lines sees whole lines); other ranks print nothing. Results go to
     stdout, notes to stderr; timestamps: an RFC 3339 time first on each line."""
 
-    def __init__(self, main, quiet=False, timestamps=False):
+    def __init__(self, *, main, quiet=False, timestamps=False):
         self.main, self.quiet, self.timestamps = main, quiet, timestamps
 
     def _emit(self, line, stream):
@@ -68,23 +68,26 @@ def summary(history, resumed_after, seconds, total_seconds, layout, in_sync):
             'seconds': seconds, 'samples_per_s': trained / seconds if seconds else 0.0,
             'total_seconds': total_seconds, 'layout': layout.name, 'world_size': layout.size,
             'devices': len(layout.contexts), 'describe': layout.describe(),
-            'replicas_identical': in_sync}
+            'replicas_identical': in_sync,
+            # the longest a rank waited between two marks once training began (watchdog.py)
+            'longest_wait_s': layout.watchdog.longest if layout.watchdog else None}
 
 
-def run_title(cfg, s):
+def run_title(task, s):
     return (f"{s['layout']}, {s['world_size']} worker(s) x {s['devices']} device(s); "
-            f"lr {cfg.lr}, global batch {cfg.batch_size}, {_count(s['epochs'], 'epoch')}, seed {cfg.seed}")
+            f"lr {task.lr}, global batch {task.batch_size}, {_count(s['epochs'], 'epoch')}, seed {task.seed}")
 
 
-def evaluation(cfg, epoch, correct, n, matrix, classes):
-    print(f'checkpoint {cfg.checkpoint_dir} (epoch {epoch}): test acc {correct / n:.4f} ({int(correct)}/{n})')
+def evaluation(e, plot=None):
+    """Print a result.Evaluated; plot: a PNG path for its confusion matrix."""
+    print(f'checkpoint {e.checkpoint_dir} (epoch {e.epoch}): test acc {e.test_acc:.4f} ({e.correct}/{e.total})')
     print('per-class accuracy:')
-    print(per_class_table(matrix, classes))
+    print(per_class_table(e.confusion, e.classes))
     print('confusion matrix (rows: true class, columns: predicted):')
-    print(confusion_table(matrix, classes))
-    if cfg.plot:
-        plot_confusion(cfg.plot, matrix, classes, f'{cfg.checkpoint_dir}, epoch {epoch}: '
-                                                  f'test acc {correct / n:.4f}')
+    print(confusion_table(e.confusion, e.classes))
+    if plot:
+        plot_confusion(plot, e.confusion, e.classes, f'{e.checkpoint_dir}, epoch {e.epoch}: '
+                                                     f'test acc {e.test_acc:.4f}')
 
 
 def epoch_line(m):
@@ -98,11 +101,12 @@ def write_metrics(path, history, summary=None):
     write_text(path, ''.join(line + '\n' for line in lines))
 
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    return plt
+def _figure(**kw):
+    """A matplotlib Figure outside pyplot: no backend is chosen and no global
+    figure list kept, so a notebook's own plots stay as they are (Jupyter shows
+    a Figure that a cell returns)."""
+    from matplotlib.figure import Figure
+    return Figure(**kw)
 
 
 def plot_history(path, history, title=''):
@@ -115,15 +119,14 @@ def plot_confusion(path, matrix, classes, title=''):
 
 def _save(path, fig):
     write_atomic(path, lambda p: fig.savefig(p, format='png', dpi=100))
-    _pyplot().close(fig)
 
 
 def history_figure(history, title=''):
     """Loss, and train and test accuracy, by epoch (whole epochs on the axis)."""
-    plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
     epochs = [m['epoch'] for m in history]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig = _figure(figsize=(9, 3.5))
+    ax1, ax2 = fig.subplots(1, 2)
     ax1.plot(epochs, [m['train_loss'] for m in history], 'o-', label='train loss')
     ax1.set_xlabel('epoch'), ax1.set_ylabel('loss'), ax1.legend()
     ax2.plot(epochs, [m['train_acc'] for m in history], 'o-', label='train acc')
@@ -137,18 +140,19 @@ def history_figure(history, title=''):
 
 
 def confusion_figure(matrix, classes, title=''):
-    """The (10, 10) confusion matrix as counts, rows true, columns predicted."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 6))
+    """The (k, k) confusion matrix as counts, rows true, columns predicted."""
+    k = len(classes)
+    fig = _figure(figsize=(7, 6))
+    ax = fig.subplots()
     im = ax.imshow(matrix, cmap='Blues')
-    ax.set_xticks(range(10), classes, rotation=45, ha='right')
-    ax.set_yticks(range(10), classes)
+    ax.set_xticks(range(k), classes, rotation=45, ha='right')
+    ax.set_yticks(range(k), classes)
     ax.set_xlabel('predicted'), ax.set_ylabel('true')
-    for i in range(10):
-        for j in range(10):
+    for i in range(k):
+        for j in range(k):
             ax.text(j, i, int(matrix[i, j]), ha='center', va='center', fontsize=7,
                     color='white' if matrix[i, j] > matrix.max() / 2 else 'black')
-    fig.colorbar(im, label='test samples')
+    fig.colorbar(im, ax=ax, label='test samples')
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
@@ -164,7 +168,7 @@ def confusion_table(matrix, classes):
 
 def per_class_table(matrix, classes):
     rows = []
-    for name, row, i in zip(classes, matrix, range(10)):
+    for i, (name, row) in enumerate(zip(classes, matrix)):
         total = row.sum()
         acc = row[i] / total if total else float('nan')
         rows.append(f'  {name:<12} {acc:.3f}  ({int(row[i])}/{int(total)})')

@@ -1,7 +1,8 @@
 """Start-up and exit tricks, fenced here: each buys part of the whole-process
-time or the RSS budget (bench/README.md has the measurements). cli.main()
-applies them; DISTSOFTMAX_NO_QUICK_EXIT=1 turns the quick exit off (to debug
-exit handlers, or leaks with the interpreter's own teardown).
+time or the RSS budget (bench/README.md has the measurements). Every call
+applies prepare(); only the command (cli.run) exits quickly, and
+DISTSOFTMAX_NO_QUICK_EXIT=1 turns that off (to debug exit handlers, or leaks
+with the interpreter's own teardown).
 """
 import atexit
 import os
@@ -57,12 +58,17 @@ def quick_exit(code):
     os._exit(code)
 
 
-def exit_now(code):
-    """Leave at once, flushed, without the interpreter's teardown: a rank that
-    fails alone must not wait on peers in Horovod's or mxnet's exit handlers."""
+def flush():
+    """Flush stdout and stderr; a stream that cannot be written is not a reason to fail here."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, ValueError):
             pass
+
+
+def exit_now(code):
+    """Leave at once, flushed, without the interpreter's teardown: a rank that
+    fails alone must not wait on peers in Horovod's or mxnet's exit handlers."""
+    flush()
     os._exit(code)

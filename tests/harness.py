@@ -1,18 +1,28 @@
-"""What the tests and bench/ share: launcher command lines and IDX data sets.
+"""What the tests and bench/ share: launcher command lines, IDX data sets, and
+the tests' helpers that run the CLI and the launchers.
 
-Plain functions that build argv lists and write files; nothing here runs a
-process. tests/conftest.py and bench/ import it (bench puts tests/ on sys.path).
+bench/ imports it too (it puts tests/ on sys.path) before the package it
+measures is importable, so nothing here imports distsoftmax at the top.
 
     horovodrun_argv(2, sys.executable, ['-m', 'distsoftmax', '--epochs', '1'])
+    run_cli('--synthetic', '600'), horovodrun(2, ...), mpirun(2, ...): run them (tests)
     mpirun_argv(2, sys.executable, ['-m', 'distsoftmax', '--layout', 'mpi'])
     torchrun_argv(2, '/path/to/torch/python', ['script.py', 'DATA_DIR'])
     write_idx_dir(tmp_path, data.synthetic(seed=3, n_train=600, n_test=100))
 """
 import os
+import re
+import signal
+import subprocess
 import sys
+import time
+
+import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)  # the venv's bin: horovodrun lives beside python
+FAULTS = os.path.join(ROOT, 'tests', 'faults')   # a sitecustomize that injects DISTSOFTMAX_FAULT
+TUNED = ('OMP_NUM_THREADS', 'HOROVOD_CYCLE_TIME', 'OMPI_MCA_mpi_yield_when_idle')
 
 # what mpirun forwards to every rank by default (-x NAME): one thread a rank, the
 # venv first on PATH, unbuffered output
@@ -96,3 +106,162 @@ def horovod_available():
         return True
     except Exception:
         return False
+
+
+def env(**extra):
+    """harness.launch_env without the launcher variables of the test's own process;
+    with DISTSOFTMAX_FAULT, the fault injector on PYTHONPATH."""
+    from distsoftmax import launchers
+    e = launch_env()
+    for key in launchers.VARIABLES:
+        e.pop(key, None)
+    e.update({k: str(v) for k, v in extra.items()})
+    if 'DISTSOFTMAX_FAULT' in extra:
+        e['PYTHONPATH'] = os.pathsep.join(filter(None, [FAULTS, e.get('PYTHONPATH')]))
+    return e
+
+
+def run_cli(*args, timeout=300, extra_env=None, **kw):
+    """python -m distsoftmax ARGS, as a user runs it."""
+    return subprocess.run([sys.executable, '-m', 'distsoftmax', *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout,
+                          env=env(**(extra_env or {})), **kw)
+
+
+def probe(code, **set_env):
+    """Run CODE in a fresh interpreter whose environment lacks the tuned variables."""
+    e = env(**set_env)
+    for key in TUNED:
+        if key not in set_env:
+            e.pop(key, None)
+    r = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=e, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.split()
+
+
+def horovodrun(np_, *args, transport='--gloo', timeout=300, extra_env=None):
+    cmd = horovodrun_argv(np_, sys.executable, ['-m', 'distsoftmax', *args], transport)
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env=env(**(extra_env or {})))
+
+
+def mpirun(np_, *args, timeout=300, extra_env=None):
+    cmd = mpirun_argv(np_, sys.executable, ['-m', 'distsoftmax', *args])
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env=env(**(extra_env or {})))
+
+
+
+
+def load_params(path):
+    from mxnet import nd
+    return {k: v.asnumpy() for k, v in nd.load(str(path)).items()}
+
+
+def __getattr__(name):
+    """REAL (Debian's Fashion-MNIST directory, or None), needs_real_data and
+    needs_horovod (pytest skip marks): computed when a test module asks, since
+    bench/ imports this module before the package it measures is on the path."""
+    import pytest
+    if name == 'REAL':
+        from distsoftmax import data
+        return data.DEBIAN_DIR if all(os.path.isfile(os.path.join(data.DEBIAN_DIR, f))
+                                      for f in data.FILES) else None
+    if name == 'needs_real_data':
+        return pytest.mark.skipif(__getattr__('REAL') is None, reason='dataset-fashion-mnist not installed')
+    if name == 'needs_horovod':
+        return pytest.mark.skipif(not horovod_available(),
+                                  reason='Horovod with MXNet not built (./bootstrap.sh setup builds it)')
+    raise AttributeError(name)
+
+
+def same(a, b):
+    assert a.keys() == b.keys()
+    return all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def tagged_ranks(tag):
+    """{pid: rank} of the distsoftmax processes still running whose environment
+    holds DISTSOFTMAX_TEST_TAG=tag (rank -1 where no launcher said)."""
+    import psutil
+    from distsoftmax import launchers
+    found = {}
+    for proc in psutil.process_iter(['pid', 'cmdline']):
+        if 'distsoftmax' not in (proc.info['cmdline'] or []):
+            continue
+        try:
+            e = proc.environ()
+        except (psutil.Error, OSError):
+            continue
+        if e.get('DISTSOFTMAX_TEST_TAG') == tag:
+            found[proc.info['pid']] = launchers.rank(e) if launchers.detect(e) else -1
+    return found
+
+
+def saved_epoch(ckpt):
+    """The epoch of the checkpoint in ckpt, 0 if none."""
+    import json
+    try:
+        with open(os.path.join(ckpt, 'state.json')) as f:
+            return json.load(f)['epoch']
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+# -- a job under a launcher, watched from outside (tests/test_failures.py, test_watchdog.py)
+TAGGED = re.compile(r'^\[\d+(,\d+)?\]<std(out|err)>:')
+# what horovodrun itself raises when a worker exits non-zero: the launcher's, not ours
+HOROVODRUN_SAYS = ('RuntimeError: Horovod detected that one or more processes exited with non-zero status',
+                   'RuntimeError: mpirun failed with exit code')
+
+
+def command(how, np_, args):
+    """argv of a job: how is 'horovodrun-gloo', 'horovodrun-mpi', 'mpirun' (the mpi
+    layout, mpi4py) or 'mpirun-horovod' (plain mpirun, Horovod's workers)."""
+    args = ['-m', 'distsoftmax', *map(str, args)]
+    if how.startswith('mpirun'):
+        names = MPI_ENV_NAMES + ('PYTHONPATH', 'DISTSOFTMAX_FAULT', 'DISTSOFTMAX_TEST_TAG')
+        layout = 'horovod' if how == 'mpirun-horovod' else 'mpi'
+        return mpirun_argv(np_, sys.executable, args + ([] if '--layout' in args else ['--layout', layout]),
+                           env_names=names)
+    return horovodrun_argv(np_, sys.executable, args, '--' + how.split('-')[1])
+
+
+def start(how, np_, args, **extra):
+    """The job of command(), running; its processes carry DISTSOFTMAX_TEST_TAG=p.tag."""
+    import uuid
+    tag = uuid.uuid4().hex
+    p = subprocess.Popen(command(how, np_, args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, env=env(DISTSOFTMAX_TEST_TAG=tag, **extra), start_new_session=True)
+    p.tag = tag
+    return p
+
+
+def finish(p, within=20):
+    """The job's output once it ends by itself within `within` s; then nothing of it may run."""
+    import pytest
+    t0 = time.monotonic()
+    try:
+        out, _ = p.communicate(timeout=within)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        pytest.fail(f'the job still ran {within} s later:\n{p.communicate()[0][-3000:]}')
+    finally:
+        deadline = time.monotonic() + 5
+        while tagged_ranks(p.tag) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = tagged_ranks(p.tag)
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+    assert not left, f'processes left behind: {left}\n{out[-3000:]}'
+    print(f'ended {time.monotonic() - t0:.1f} s after the wait began')
+    return out
+
+
+def no_traceback_of_ours(out):
+    ours = '\n'.join(line for line in out.splitlines() if TAGGED.match(line) or 'Traceback' not in out)
+    assert 'Traceback' not in ours and 'distsoftmax/' not in out, out[-3000:]
+    if 'Traceback' in out:   # horovodrun's own, for a worker that exited non-zero
+        assert any(s in out for s in HOROVODRUN_SAYS), out[-3000:]
+        assert not any(TAGGED.match(line) and 'Traceback' in line for line in out.splitlines()), out

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, env, horovodrun, load_params, needs_horovod, run_cli, same
+from harness import ROOT, env, horovodrun, load_params, needs_horovod, run_cli, same
 
 RUN = ['--synthetic', '3000', '--batch-size', '128', '--quiet']
 

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from conftest import probe, run_cli
+from harness import probe, run_cli
 
 TINY = ['--synthetic', '512', '--epochs', '1', '--quiet']
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import cluster_fixtures as cf
-from conftest import BIN, REAL, ROOT, env, load_params, saved_epoch
+from harness import BIN, FAULTS, REAL, ROOT, env, load_params, saved_epoch, tagged_ranks
 
 pytestmark = pytest.mark.cluster
 LAUNCH = os.path.join(ROOT, 'launch')
@@ -38,7 +38,7 @@ def require_cluster():
 
 
 def cluster_env(**extra):
-    """conftest's env plus the worktree first on sys.path of every process."""
+    """harness.env plus the worktree first on sys.path of every process."""
     e = env(PYTHONPATH=ROOT, **extra)
     e['PATH'] = e['PATH'] + ':/usr/sbin:/sbin'
     return e

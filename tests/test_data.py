@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import REAL, needs_real_data
+from harness import REAL, needs_real_data
 from distsoftmax import data
 from distsoftmax.errors import DataError
 

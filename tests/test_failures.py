@@ -17,62 +17,14 @@ import uuid
 import pytest
 
 import harness
-from conftest import ROOT, env, horovod_available, load_params, run_cli, same, saved_epoch, tagged_ranks
+from harness import (TAGGED, finish, horovod_available, load_params, no_traceback_of_ours, run_cli, same,
+                     saved_epoch, start, tagged_ranks)
 
 pytestmark = [pytest.mark.launcher,
               pytest.mark.skipif(not horovod_available() or not shutil.which('mpirun'),
                                  reason='needs Horovod with MXNet and mpirun (./bootstrap.sh setup)')]
 LAUNCHERS = ['horovodrun-gloo', 'horovodrun-mpi', 'mpirun']
 TINY = ['--synthetic', '600', '--epochs', '1', '--quiet']
-TAGGED = re.compile(r'^\[\d+(,\d+)?\]<std(out|err)>:')
-# what horovodrun itself raises when a worker exits non-zero: the launcher's, not ours
-HOROVODRUN_SAYS = ('RuntimeError: Horovod detected that one or more processes exited with non-zero status',
-                   'RuntimeError: mpirun failed with exit code')
-
-
-def command(how, np_, args):
-    args = ['-m', 'distsoftmax', *map(str, args)]
-    if how == 'mpirun':
-        names = harness.MPI_ENV_NAMES + ('PYTHONPATH', 'DISTSOFTMAX_FAULT', 'DISTSOFTMAX_TEST_TAG')
-        return harness.mpirun_argv(np_, sys.executable, args + ([] if '--layout' in args else ['--layout', 'mpi']),
-                                   env_names=names)
-    return harness.horovodrun_argv(np_, sys.executable, args, '--' + how.split('-')[1])
-
-
-def start(how, np_, args, **extra):
-    tag = uuid.uuid4().hex
-    p = subprocess.Popen(command(how, np_, args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         text=True, env=env(DISTSOFTMAX_TEST_TAG=tag, **extra), start_new_session=True)
-    p.tag = tag
-    return p
-
-
-def finish(p, within=20):
-    """The job's output once it ends by itself within `within` s; then nothing of it may run."""
-    t0 = time.monotonic()
-    try:
-        out, _ = p.communicate(timeout=within)
-    except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
-        pytest.fail(f'the job still ran {within} s later:\n{p.communicate()[0][-3000:]}')
-    finally:
-        deadline = time.monotonic() + 5
-        while tagged_ranks(p.tag) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        left = tagged_ranks(p.tag)
-        for pid in left:
-            os.kill(pid, signal.SIGKILL)
-    assert not left, f'processes left behind: {left}\n{out[-3000:]}'
-    print(f'ended {time.monotonic() - t0:.1f} s after the wait began')
-    return out
-
-
-def no_traceback_of_ours(out):
-    ours = '\n'.join(line for line in out.splitlines() if TAGGED.match(line) or 'Traceback' not in out)
-    assert 'Traceback' not in ours and 'distsoftmax/' not in out, out[-3000:]
-    if 'Traceback' in out:   # horovodrun's own, for a worker that exited non-zero
-        assert any(s in out for s in HOROVODRUN_SAYS), out[-3000:]
-        assert not any(TAGGED.match(line) and 'Traceback' in line for line in out.splitlines()), out
 
 
 @pytest.fixture(scope='module')

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import load_params, needs_real_data, run_cli
+from harness import load_params, needs_real_data, run_cli
 from distsoftmax import contexts
 
 GPUS = contexts.num_gpus()

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, env, horovodrun, mpirun, needs_horovod, needs_real_data, run_cli
+from harness import ROOT, env, horovodrun, mpirun, needs_horovod, needs_real_data, run_cli
 from distsoftmax import data
 from distsoftmax.cli import parse
 

@@ -16,7 +16,7 @@ import uuid
 import numpy as np
 import pytest
 
-from conftest import BIN, ROOT, env, horovod_available, load_params, saved_epoch, tagged_ranks
+from harness import BIN, ROOT, env, horovod_available, load_params, saved_epoch, tagged_ranks
 
 LAUNCH = os.path.join(ROOT, 'launch')
 SCRIPTS = sorted(os.path.join(LAUNCH, f) for f in os.listdir(LAUNCH)
@@ -51,7 +51,7 @@ needs_mpirun = pytest.mark.skipif(not shutil.which('mpirun'), reason='mpirun not
 
 
 def launcher_env(**extra):
-    """conftest's env: the venv's bin (horovodrun) first on PATH, OMP_NUM_THREADS=1."""
+    """harness.env: the venv's bin (horovodrun) first on PATH, OMP_NUM_THREADS=1."""
     return env(**extra)
 
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import horovodrun, load_params, mpirun, needs_horovod, probe, run_cli
+from harness import horovodrun, load_params, mpirun, needs_horovod, probe, run_cli
 from distsoftmax import config, contexts, launchers, layout
 from distsoftmax.errors import UsageError
 
@@ -149,7 +149,7 @@ def test_one_host_from_the_launchers_environment(monkeypatch):
 
 
 HOROVOD_ENV = ("import os; from distsoftmax import config, layout; "
-               "l = layout.start('horovod', config.Devices.parse('cpu')); "
+               "from distsoftmax.session import Session; l = layout.start('horovod', config.Devices.parse('cpu'), Session(cli=True), 300); "
                "print(os.environ['HOROVOD_CYCLE_TIME'], os.environ['OMPI_MCA_mpi_yield_when_idle'], "
                "os.environ.get('OMPI_MCA_btl')); l.close()")
 

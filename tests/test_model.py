@@ -3,13 +3,14 @@ import numpy as np
 import pytest
 
 from distsoftmax import data, model
+from distsoftmax.task import Task
 
 
 def test_objective_matches_the_textbook_formulation():
     """Dense(10) + SoftmaxCrossEntropyLoss on x/255, as the seed chapter computes it."""
     import mxnet as mx
     from mxnet import gluon, nd
-    net = model.build_net(0, [mx.cpu()])
+    net = model.build_net(Task(), [mx.cpu()])
     assert isinstance(net, gluon.nn.Dense) and net.weight.shape == (10, 784)
     w = net.weight.data().asnumpy()
     assert abs(w.std() - 0.01) < 0.001 and abs(w.mean()) < 0.001

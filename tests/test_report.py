@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from harness import run_cli
 from distsoftmax import report
 
 EPOCHS = [{'epoch': 1, 'train_loss': 0.79, 'train_acc': 0.75, 'test_acc': 0.79, 'samples': 60000,
@@ -79,7 +79,7 @@ def test_help_says_the_defaults_environment_and_exit_codes():
 @pytest.mark.parametrize('args', [[], ['--quiet']])
 def test_a_closed_stdout_ends_quietly(args, tmp_path):
     import subprocess
-    from conftest import ROOT, env
+    from harness import ROOT, env
     p = subprocess.run(f'{sys.executable} -m distsoftmax --synthetic 3000 --epochs 3 {" ".join(args)} | head -1',
                        shell=True, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120,
                        executable='/bin/bash')

@@ -1,0 +1,175 @@
+"""No job hangs: every rank of a job of several watches its own progress.
+
+The main thread marks where it is (`at(what)`) before every collective and at
+every step. A thread looks once a second: when no mark has come for `timeout`
+seconds (`startup` seconds before the first step), this rank waits for a peer
+that stopped (SIGSTOP, a hung disk, a swapped-out node) or sits behind a cut
+link. A stopped rank cannot speak, so the survivors do: each asks every other
+rank, over a side channel of plain TCP (one listening socket a rank, its
+address shared when the job starts), whether it still runs. The lowest rank
+that runs says the one line, naming where it waited and the ranks that did not
+answer, and leaves; the launcher ends the rest (the stopped one too, with
+SIGKILL), and a survivor that nobody ends leaves by itself GRACE seconds later.
+
+Defaults, beside torch.distributed's (30 min for Gloo, 10 min for NCCL): a
+healthy step here takes 1-2 ms and the longest healthy wait seen in the test
+suite, rank 0 writing a checkpoint or a plot while the others wait, well
+under 10 s, so 300 s leaves a wide margin; start-up (imports, data, the
+rendezvous) gets max(600 s, the timeout), enough for 64 ranks on 2 cores.
+"""
+import fcntl
+import os
+import socket
+import struct
+import sys
+import threading
+import time
+
+DEFAULT_TIMEOUT = 300.0     # s, --timeout / DISTSOFTMAX_TIMEOUT
+MIN_STARTUP = 600.0         # s, before the first step
+GRACE = 10.0                # s: a quiet survivor waits this long for the launcher
+PING = 2.0                  # s: a rank that does not answer within this is taken as stopped
+TICK = 1.0                  # s between two looks
+STOPPED = 3.0               # s: a look this late means this process was stopped itself
+SIOCGIFADDR = 0x8915        # Linux: an interface's IPv4 address
+
+
+def startup_allowance(timeout):
+    return max(MIN_STARTUP, timeout)
+
+
+class Watchdog:
+    def __init__(self, *, rank, size, timeout, signalled, exit_code=1):
+        """signalled(): the signal number this rank caught, or None (signals.Signals.first)."""
+        self.rank, self.size, self.timeout, self.exit_code = rank, size, timeout, exit_code
+        self.signalled = signalled
+        self.startup = startup_allowance(timeout)
+        self.what, self.since, self.stepping = 'starting', time.monotonic(), False
+        self.longest = 0.0          # the longest healthy wait, in s: reported in the summary
+        self.peers = {}             # rank -> (hostname, [addresses], port)
+        self._stop = threading.Event()
+        self._server = socket.create_server(('0.0.0.0', 0), backlog=max(self.size, 8))
+        self._threads = [threading.Thread(target=self._answer, name='distsoftmax-alive', daemon=True),
+                         threading.Thread(target=self._watch, name='distsoftmax-watchdog', daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    # -- the main thread's side
+    def address(self):
+        """This rank's side channel, as text to share: host name, addresses, port."""
+        return f'{socket.gethostname()} {",".join(_ipv4_addresses())} {self._server.getsockname()[1]}'
+
+    def meet(self, addresses):
+        """Every rank's address() text, by rank."""
+        for r, text in enumerate(addresses):
+            host, ips, port = text.split(' ')
+            self.peers[r] = (host, ips.split(','), int(port))
+
+    def at(self, what, step=False):
+        """The main thread is about to wait in `what` (a collective, a step)."""
+        now = time.monotonic()
+        if self.stepping:
+            self.longest = max(self.longest, now - self.since)
+        self.what, self.since = what, now
+        self.stepping = self.stepping or step
+
+    def stop(self):
+        self._stop.set()
+        try:
+            self._server.close()
+        except OSError:
+            pass
+
+    # -- the threads
+    def _answer(self):
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return          # closed by stop()
+            with conn:
+                try:
+                    conn.sendall(f'distsoftmax {self.rank} {self.signalled() or 0}\n'.encode())
+                except OSError:
+                    pass
+
+    def _watch(self):
+        last = time.monotonic()
+        while not self._stop.wait(TICK):
+            now = time.monotonic()
+            if now - last > TICK + STOPPED:
+                # this process itself was stopped (SIGSTOP, then SIGCONT from the launcher
+                # that now ends it) or starved: not a peer's fault, so the clock restarts
+                self.since = now
+            last = now
+            limit = self.timeout if self.stepping else self.startup
+            waited = now - self.since
+            if waited > limit:
+                self._fire(waited, limit)
+                return
+
+    def _fire(self, waited, limit):
+        alive = self._alive_peers()
+        silent = sorted(r for r in self.peers if r != self.rank and r not in alive)
+        if any(r < self.rank for r in alive):
+            # a lower rank runs and will say it; leave if the launcher does not end us
+            time.sleep(GRACE)
+            os._exit(self.exit_code)
+        who = (f'rank(s) {", ".join(map(str, silent))} did not answer (stopped, or cut off by the network)'
+               if silent else 'every rank answered, so one is stuck outside a collective')
+        limit_says = f'--timeout {limit:g} s' if self.stepping else f'the start-up allowance, {limit:g} s'
+        line = (f'distsoftmax: error: rank {self.rank} waited {waited:.0f} s in {self.what} ({limit_says}): '
+                f'{who}; stopping the job (a checkpoint in --checkpoint-dir resumes with --resume)\n')
+        try:
+            os.write(sys.stderr.fileno(), line.encode())
+        except (OSError, ValueError):
+            pass
+        os._exit(self.exit_code)
+
+    def signal_of(self, rank):
+        """The signal number that rank caught (0 if none), or None if it does not answer."""
+        return _ask(self.peers[rank], rank, same_host=self.peers[rank][0] == socket.gethostname())
+
+    def _alive_peers(self):
+        found, threads = set(), []
+
+        def ask(r):
+            if _ask(self.peers[r], r, same_host=self.peers[r][0] == socket.gethostname()) is not None:
+                found.add(r)
+        for r in self.peers:
+            if r != self.rank:
+                threads.append(threading.Thread(target=ask, args=(r,), daemon=True))
+                threads[-1].start()
+        for t in threads:
+            t.join(PING * 4)
+        return found
+
+
+def _ask(peer, rank, same_host):
+    """The signal number that the rank's side channel reports (0: none), or None
+    if it does not answer within PING."""
+    host, ips, port = peer
+    candidates = (['127.0.0.1'] if same_host else []) + [ip for ip in ips if not ip.startswith('127.')]
+    for ip in candidates:
+        try:
+            with socket.create_connection((ip, port), timeout=PING) as s:
+                s.settimeout(PING)
+                words = s.recv(64).decode(errors='replace').split()
+        except OSError:
+            continue
+        if len(words) == 3 and words[:2] == ['distsoftmax', str(rank)]:
+            return int(words[2])
+    return None
+
+
+def _ipv4_addresses():
+    """This host's IPv4 addresses, every interface's (Linux)."""
+    found = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _, name in socket.if_nameindex():
+            try:
+                packed = fcntl.ioctl(s.fileno(), SIOCGIFADDR, struct.pack('256s', name[:15].encode()))
+            except OSError:
+                continue        # no IPv4 address
+            found.append(socket.inet_ntoa(packed[20:24]))
+    return found or ['127.0.0.1']
