@@ -41,6 +41,18 @@ def _state_path(directory):
     return os.path.join(directory, STATE)
 
 
+def mx_path(path):
+    """path as MXNet takes it: it encodes paths as UTF-8, so a name that Python
+    decoded with surrogateescape (a UTF-8 name in the C locale, UTF-8 mode off) is
+    decoded from its bytes first. Raises CheckpointError if those are not UTF-8."""
+    raw = os.fsencode(path)
+    try:
+        return raw.decode('utf-8')
+    except UnicodeDecodeError:
+        raise CheckpointError(f'{os.fsdecode(raw)!a}: MXNet takes file names as UTF-8, and this one is '
+                              'not: use another --checkpoint-dir') from None
+
+
 def check_writable(directory):
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise CheckpointError(f'--checkpoint-dir {directory}: exists and is not a directory')
@@ -77,6 +89,8 @@ def open_for_training(directory, *, resume, overwrite, flags, session):
     check_writable(directory)
     hold(directory, session)
     state = read_state(directory)
+    if state is not None:
+        remove_stale(directory)
     if state is None or overwrite:
         return None
     if not resume:
@@ -91,14 +105,43 @@ def open_for_training(directory, *, resume, overwrite, flags, session):
 
 def save(directory, net, trainer, state):
     """Write epoch state['epoch'] so that a crash at any moment leaves the last
-    complete checkpoint whole; then remove the one it replaces."""
+    complete checkpoint whole; then remove the one it replaces. Raises
+    CheckpointError naming the file if it cannot be written (a full or lost disk)."""
+    try:
+        _save(directory, net, trainer, state)
+    except (OSError, mx.base.MXNetError) as e:
+        # MXNet's writer says "FileStream.Write incomplete" where the OS says ENOSPC
+        reason = getattr(e, 'strerror', None) or _why_not_written(directory)
+        where = getattr(e, 'filename', None) or directory
+        remove_stale(directory)   # the half-written epoch directory, which state.json does not name
+        raise CheckpointError(f"{where}: cannot write epoch {state['epoch']} ({reason}); "
+                              f'{_kept(directory)}') from None
+
+
+def _why_not_written(directory):
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError as e:
+        return e.strerror
+    return 'No space left on device' if free < (1 << 20) else 'the write failed'
+
+
+def _kept(directory):
+    previous = _epoch_dir(directory)
+    if previous is None:
+        return 'no earlier checkpoint, so nothing was kept'
+    return f'the last complete checkpoint ({os.path.basename(previous)}) stays in {directory}'
+
+
+def _save(directory, net, trainer, state):
     previous = _epoch_dir(directory)
     gen = os.path.join(directory, f"epoch-{state['epoch']:04d}")
     if os.path.isdir(gen) and gen != previous:   # left by a run that crashed before its state.json
         shutil.rmtree(gen)
     os.makedirs(gen, exist_ok=True)
     files = {}
-    for name, write in ((MODEL, net.save_parameters), (TRAINER, lambda p: save_trainer(trainer, p))):
+    for name, write in ((MODEL, lambda p: net.save_parameters(mx_path(p))),
+                        (TRAINER, lambda p: save_trainer(trainer, p))):
         path = os.path.join(gen, name)
         write_atomic(path, write, durable=True)
         files[name] = {'path': os.path.relpath(path, directory), 'sha256': _sha256(path)}
@@ -113,8 +156,17 @@ def save(directory, net, trainer, state):
         os.replace(tmp, link)
     write_text(_state_path(directory), json.dumps(dict(state, files=files), indent=1) + '\n', durable=True)
     fsync_dir(directory)
-    if previous and previous != gen:
-        shutil.rmtree(previous, ignore_errors=True)
+    remove_stale(directory)
+
+
+def remove_stale(directory):
+    """Remove the epoch-* directories that state.json does not name: the one it
+    replaced, and any a crash left half-written. DIR is this run's (its lock)."""
+    current = _epoch_dir(directory)
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        if name.startswith('epoch-') and os.path.isdir(path) and path != current:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _epoch_dir(directory):
@@ -196,7 +248,7 @@ def restore(directory, state, net, trainer, layout):
 def load_params(directory, state, net, contexts):
     path = verified_path(directory, state, MODEL)
     try:
-        net.load_parameters(path, ctx=contexts)
+        net.load_parameters(mx_path(path), ctx=contexts)
     except (mx.base.MXNetError, AssertionError, ValueError, KeyError) as e:
         reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise CheckpointError(f'{path}: does not fit the model ({reason})') from None
@@ -215,13 +267,13 @@ def save_trainer(trainer, path):
             if isinstance(st, mx.nd.NDArray):
                 arrays[str(i)] = st
     arrays['num_update'] = mx.nd.array([trainer.optimizer.num_update], dtype='float64')
-    mx.nd.save(path, arrays)
+    mx.nd.save(mx_path(path), arrays)
 
 
 def load_trainer(directory, state, trainer):
     path = verified_path(directory, state, TRAINER)
     try:
-        arrays = mx.nd.load(path)
+        arrays = mx.nd.load(mx_path(path))
         num_update = int(arrays.pop('num_update').asscalar())
     except (mx.base.MXNetError, AttributeError, KeyError, ValueError) as e:
         raise CheckpointError(f'{path}: unreadable trainer states ({type(e).__name__})') from None

@@ -16,8 +16,9 @@ from .session import Session
 
 COMMANDS = ('train', 'evaluate')
 FLOAT32_MAX = 3.4028234663852886e38
-EXIT_CODES = ('exit codes: 0 done; 1 a run error (data, checkpoint, divergence, a failed rank); '
-              '2 bad flags; 130 SIGINT; 141 stdout closed; 143 SIGTERM (a launcher reports its own)')
+EXIT_CODES = ('exit codes: 0 done; 1 a run error (data, checkpoint, divergence, a failed or stalled rank, '
+              'an output that cannot be written); 2 bad flags; 130 SIGINT; 138 SIGUSR1 (a graceful stop, '
+              "as Slurm's --signal=USR1@T asks); 141 stdout closed; 143 SIGTERM (a launcher reports its own)")
 ENVIRONMENT = '''environment:
   DISTSOFTMAX_DATA        the data directory, if --data-dir is not given
   XDG_CACHE_HOME          where downloads are cached (default: ~/.cache)
@@ -260,8 +261,9 @@ def main(argv=None):
 
 def run():
     """The command (python -m distsoftmax, the distsoftmax script)."""
-    code = main()
-    return startup.quick_exit(code) if code == 0 else code   # success: the layout has shut down
+    # the layout has shut down (or aborted): mxnet's teardown would only cost time,
+    # and after a signal its engine threads can end it in std::terminate (exit 134)
+    return startup.quick_exit(main())
 
 
 if __name__ == '__main__':

@@ -49,6 +49,9 @@ def locate(data_dir=None, download=True):
     if explicit:
         if not os.path.isdir(explicit):
             raise DataError(f'{explicit}: data directory not found')
+        for f in FILES:
+            if os.path.isdir(os.path.join(explicit, f)):
+                raise DataError(f'{os.path.join(explicit, f)}: is a directory, expected the gzipped IDX file')
         missing = [f for f in FILES if not os.path.isfile(os.path.join(explicit, f))]
         if missing:
             raise DataError(f'{os.path.join(explicit, missing[0])}: file missing '
@@ -167,6 +170,13 @@ def spec_of(identity):
 
 def class_names(identity):
     return spec_of(identity).classes
+
+
+def digest(identity):
+    """A short digest of a data set's identity (the content SHA-256 of its files, or the
+    synthetic size and seed): equal on every rank that loaded the same data."""
+    import json
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def describe(identity):

@@ -11,6 +11,7 @@ import numpy as np
 from .errors import DataError
 
 IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049
+GZIP_MAGIC = b'\x1f\x8b'
 _IN, _OUT = 4 << 20, 8 << 20  # compressed bytes read, decompressed bytes made, per zlib call
 
 
@@ -49,17 +50,24 @@ def read_gz(path):
 
 def _inflate(f, path):
     """The decompressed pieces of every gzip member in file f."""
-    member = None
-    first = True
+    member, started = None, False
     while True:
         data = f.read(_IN)
         if not data:
             break
-        if first and data[:2] != b'\x1f\x8b':
+        if not started and data[:2] != GZIP_MAGIC:
             raise DataError(f'{path}: not a gzip file')
-        first = False
+        started = True
         while data:
-            member = member or zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip framing
+            if member is None:
+                # between members, as gzip(1) and Python's gzip read them: NUL padding
+                # is skipped, and trailing bytes that are no gzip member end the stream
+                data = data.lstrip(b'\0')
+                if not data:
+                    break
+                if data[:2] != GZIP_MAGIC:
+                    return
+                member = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip framing
             yield member.decompress(data, _OUT)
             if member.eof:            # the next member, if any, starts in unused_data
                 data, member = member.unused_data, None

@@ -10,8 +10,10 @@ import json
 import time
 
 from . import checkpoint, data as datasets, files, layout as layouts, loop, model, report, result, shard
-from .errors import CheckpointError, Interrupted, LayoutError, UsageError
+from .errors import CheckpointError, Interrupted, LayoutError, OutputError, UsageError
 from .task import Task
+
+MAX_ELEMENTS = 2 ** 31 - 1   # elements of one NDArray in an mxnet built without USE_INT64_TENSOR_SIZE
 
 
 def train(cfg, session, pending):
@@ -21,6 +23,7 @@ def train(cfg, session, pending):
     pending.wait()                                         # done before MPI starts (its memory hooks)
     layout = layouts.start(cfg.layout, cfg.devices, session, cfg.timeout)              # distributed: join the job
     data, plan, state = layout.agree(lambda: _checks(cfg, task, layout, pending, session))  # distributed
+    layout.agree_equal(datasets.digest(data.identity), what='data')     # distributed: the same data
     log = report.Log(main=layout.is_main, quiet=cfg.quiet, timestamps=cfg.timestamps)
     if cfg.dry_run:
         log.always(f'dry run: {layout.describe()}, {len(plan.step_sizes)} steps an epoch: every check passed')
@@ -62,8 +65,24 @@ def train(cfg, session, pending):
 def _checks(cfg, task, layout, pending, session):
     """Every check that can fail before training; rank 0 alone checks the files it writes."""
     data = pending.get()
-    plan = shard.EpochPlan(samples=len(data.train_labels), batch_size=task.batch_size, workers=layout.size,
-                           devices=len(layout.contexts), drop_last=task.drop_last)
+    elements = len(data.train_labels) * task.data.features
+    if elements > MAX_ELEMENTS:
+        raise UsageError(f'{len(data.train_labels)} training samples are {elements} elements on each device, '
+                         f'past the {MAX_ELEMENTS} that the pip mxnet 1.9.1 indexes (it is built without '
+                         f'64-bit tensor sizes): use at most {MAX_ELEMENTS // task.data.features} samples, or an '
+                         'mxnet built with USE_INT64_TENSOR_SIZE=1')
+    try:
+        plan = shard.EpochPlan(samples=len(data.train_labels), batch_size=task.batch_size, workers=layout.size,
+                               devices=len(layout.contexts), drop_last=task.drop_last)
+    except UsageError as e:
+        if cfg.resume and cfg.checkpoint_dir and 'not divisible' in str(e) and \
+                checkpoint.read_state(cfg.checkpoint_dir) is not None:
+            parts = layout.size * len(layout.contexts)
+            fits = ', '.join(str(k) for k in range(1, task.batch_size + 1) if task.batch_size % k == 0 and k != parts)
+            raise UsageError(f'--batch-size {task.batch_size}, the checkpoint\'s, is not divisible by workers x '
+                             f'devices = {parts}: resume it at a world size that divides it ({fits}), or '
+                             'start another --checkpoint-dir') from None
+        raise
     if cfg.fp16_allreduce and layout.name != 'horovod':
         raise UsageError('--fp16-allreduce needs the horovod layout')
     state = None
@@ -78,16 +97,23 @@ def _checks(cfg, task, layout, pending, session):
 
 
 def _save(cfg, task, net, trainer, history, data):
-    try:
-        if cfg.checkpoint_dir:
-            checkpoint.save(cfg.checkpoint_dir, net, trainer,
-                            {'epoch': history[-1]['epoch'], 'flags': task.math_flags(data.identity),
-                             'metrics': history})
-        if cfg.metrics:
+    """Rank 0, after every epoch. Raises CheckpointError or OutputError naming the
+    path and what was kept: the previous checkpoint stays whole whatever happens."""
+    if cfg.checkpoint_dir:
+        checkpoint.save(cfg.checkpoint_dir, net, trainer,
+                        {'epoch': history[-1]['epoch'], 'flags': task.math_flags(data.identity),
+                         'metrics': history})
+    if cfg.metrics:
+        try:
             report.write_metrics(cfg.metrics, history)
-    except OSError as e:   # a full disk, a lost mount: the last complete checkpoint stays whole
-        raise CheckpointError(f"{e.filename or cfg.checkpoint_dir}: cannot write epoch {history[-1]['epoch']} "
-                              f'({e.strerror}); the last complete checkpoint stays') from None
+        except OutputError as e:
+            raise OutputError(f'{e}; {_kept_checkpoint(cfg, len(history))}') from None
+
+
+def _kept_checkpoint(cfg, epoch):
+    if not cfg.checkpoint_dir:
+        return 'no --checkpoint-dir, so nothing was kept'
+    return f'the checkpoint of epoch {epoch} stays in {cfg.checkpoint_dir}'
 
 
 def _kept(message, cfg, history):
@@ -99,11 +125,21 @@ def _kept(message, cfg, history):
 
 
 def _finish(cfg, task, history, summary, log):
-    if cfg.metrics:
-        report.write_metrics(cfg.metrics, history, summary)
-    if cfg.plot and history:
-        report.plot_history(cfg.plot, history, report.run_title(task, summary))
+    """Rank 0, after training: the metrics' summary, the plot, the done line; a
+    write that fails is said once, after the done line, naming what was kept."""
+    kept = _kept_checkpoint(cfg, len(history))
+    failed = []
+    for write in (lambda: cfg.metrics and report.write_metrics(cfg.metrics, history, summary),
+                  lambda: cfg.plot and history and report.plot_history(cfg.plot, history,
+                                                                        report.run_title(task, summary))):
+        try:
+            write()
+        except OutputError as e:
+            failed.append(str(e))
     log.done(summary)
+    if failed:
+        raise OutputError('; '.join(failed) + f'; {kept}')
+    log.check_streams(kept)
 
 
 def evaluate(cfg, session):

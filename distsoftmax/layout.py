@@ -15,6 +15,7 @@ broadcast_text, agree, replicas_identical, peer_failed, describe.
 import abc
 import hashlib
 import os
+import socket
 
 import numpy as np
 from mxnet import gluon, nd
@@ -22,7 +23,7 @@ from mxnet import gluon, nd
 from . import launchers, startup, watchdog as watchdogs
 from .contexts import contexts_of, num_gpus, one_context
 from .mpi_kvstore import MpiKVStore
-from .errors import LayoutError, UsageError, UserError, agreed
+from .errors import DataError, LayoutError, UsageError, UserError, agreed
 
 TEXT_BYTES = 4096    # an agreed error or a broadcast text travels as this many bytes
 
@@ -121,6 +122,22 @@ class Layout(abc.ABC):
         error_here.agreed = True      # every rank holds it: rank 0 alone says it
         raise error_here from error
 
+    def agree_equal(self, value, what):
+        """Every rank's value (a str) is rank 0's; else every rank raises the same
+        DataError naming the ranks (and hosts) that differ."""
+        if self.size == 1:
+            return
+        self.mark(f"the comparison of every rank's {what}")
+        host = socket.gethostname()
+        every = [row.split(' ', 1) for row in self.allgather_text(f'{value} {host}')]
+        differ = [f'rank {r} on {h}' for r, (v, h) in enumerate(every) if v != every[0][0]]
+        if differ:
+            error = DataError(f"the ranks read different {what}: {', '.join(differ)} differ from rank 0's "
+                              f'(on {every[0][1]}); give every rank the same files (--data-dir, '
+                              'DISTSOFTMAX_DATA), or the same --synthetic and --seed')
+            error.agreed = True     # every rank holds it: rank 0 alone says it
+            raise error
+
     def replicas_identical(self, params):
         """Every context of every rank holds bit-identical parameters (digests compared)."""
         self.mark('the comparison of the replicas after training')
@@ -194,22 +211,23 @@ class Horovod(Layout):
         hvd.init()
         self.hvd, self.final = hvd, final
         self.rank, self.size, self.local_rank = hvd.rank(), hvd.size(), hvd.local_rank()
-        self._calls = 0
 
-    def _name(self, what):
-        self._calls += 1
-        return f'distsoftmax.{what}.{self._calls}'
+    @staticmethod
+    def _name(what, x):
+        # one name a kind and shape, reused: a new name per call filled Horovod's response
+        # cache, which said "A response has been evicted from cache" after about 1000 epochs
+        return f"distsoftmax.{what}.{'x'.join(map(str, np.shape(x)))}"
 
     def allreduce(self, x):
         t = nd.array(np.asarray(x, dtype=np.float64), dtype='float64')
-        return self.hvd.allreduce(t, op=self.hvd.Sum, name=self._name('allreduce')).asnumpy()
+        return self.hvd.allreduce(t, op=self.hvd.Sum, name=self._name('allreduce', x)).asnumpy()
 
     def broadcast(self, params):
         self.hvd.broadcast_parameters(params, root_rank=0)
 
     def broadcast_value(self, x, root=0):
         t = nd.array(np.asarray(x, dtype=np.float64), dtype='float64')
-        return self.hvd.broadcast(t, root_rank=root, name=self._name('bcast')).asnumpy()
+        return self.hvd.broadcast(t, root_rank=root, name=self._name(f'bcast{root}', x)).asnumpy()
 
     def trainer(self, params, optimizer, fp16_allreduce=False):
         compression = self.hvd.Compression.fp16 if fp16_allreduce else self.hvd.Compression.none
@@ -307,8 +325,9 @@ def choose_layout(layout, devices):
     would train alone and write the same files."""
     ranks = launchers.world_size()
     if ranks > 1 and launchers.detect().name == 'torchrun':
-        raise UsageError(f'torchrun started {ranks} ranks, which cannot join one job here (Horovod and '
-                         'MPI rendezvous through their own launchers): use mpirun -np N or horovodrun -np N')
+        raise UsageError(f'WORLD_SIZE={ranks} and RANK are set (torchrun sets them), but those ranks cannot '
+                         'join one job here: Horovod and MPI rendezvous through their own launchers. Use '
+                         'mpirun -np N or horovodrun -np N, or unset WORLD_SIZE and RANK for one process')
     if layout in ('local', 'devices') and ranks > 1:
         raise UsageError(f'--layout {layout} under a launcher of {ranks} ranks would train {ranks} '
                          'separate models: use --layout auto, horovod or mpi')

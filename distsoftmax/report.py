@@ -3,7 +3,13 @@ import datetime
 import json
 import sys
 
+from .errors import OutputError
 from .files import write_atomic, write_text
+
+
+def stamp():
+    """Now as RFC 3339, local time with its offset (the --timestamps prefix)."""
+    return datetime.datetime.now().astimezone().isoformat(timespec='seconds')
 
 
 class Log:
@@ -13,12 +19,37 @@ class Log:
 
     def __init__(self, *, main, quiet=False, timestamps=False):
         self.main, self.quiet, self.timestamps = main, quiet, timestamps
+        self.lost = None        # (stream name, reason) once a stream could not be written
 
     def _emit(self, line, stream):
         if self.timestamps:   # RFC 3339, local time with its offset
-            line = datetime.datetime.now().astimezone().isoformat(timespec='seconds') + ' ' + line
-        stream.write(line + '\n')
-        stream.flush()
+            line = stamp() + ' ' + line
+        try:
+            stream.write(line + '\n')
+            stream.flush()
+        except BrokenPipeError:
+            raise               # a closed pipe (| head): the run ends quietly, exit 141
+        except OSError as e:    # a full disk behind a redirect: the run goes on
+            self._lost(stream, e)
+
+    def _lost(self, stream, error):
+        if self.lost is not None:
+            return
+        name = 'stdout' if stream is sys.stdout else 'stderr'
+        self.lost = (name, error.strerror or str(error))
+        other = sys.stderr if stream is sys.stdout else sys.stdout
+        try:
+            other.write(f'distsoftmax: error: cannot write to {name} ({self.lost[1]}); training goes on, '
+                        'and the run will exit 1 at its end\n')
+            other.flush()
+        except OSError:
+            pass
+
+    def check_streams(self, kept):
+        """Raise OutputError at the end if a log stream was lost; kept: what stays, in words."""
+        if self.lost is not None:
+            name, reason = self.lost
+            raise OutputError(f'{name} could not be written ({reason}); the run finished: {kept}')
 
     def info(self, line):
         if self.main and not self.quiet:
@@ -95,12 +126,6 @@ def epoch_line(m):
             f"test acc {m['test_acc']:.3f}, {m['seconds']:.1f} s, {m['samples_per_s']:.0f} samples/s")
 
 
-def write_metrics(path, history, summary=None):
-    """One JSON object a line: every epoch's metrics, then the summary if given."""
-    lines = [json.dumps(m) for m in history] + ([json.dumps(summary)] if summary else [])
-    write_text(path, ''.join(line + '\n' for line in lines))
-
-
 def _figure(**kw):
     """A matplotlib Figure outside pyplot: no backend is chosen and no global
     figure list kept, so a notebook's own plots stay as they are (Jupyter shows
@@ -118,7 +143,22 @@ def plot_confusion(path, matrix, classes, title=''):
 
 
 def _save(path, fig):
-    write_atomic(path, lambda p: fig.savefig(p, format='png', dpi=100))
+    """Raises OutputError naming the path if it cannot be written (a full disk)."""
+    try:
+        write_atomic(path, lambda p: fig.savefig(p, format='png', dpi=100))
+    except (OSError, ValueError) as e:   # PIL and matplotlib raise either for a failed write
+        raise OutputError(f'--plot {path}: cannot write ({getattr(e, "strerror", None) or e})') from None
+
+
+def write_metrics(path, history, summary=None):
+    """One JSON object a line: every epoch's metrics, then the summary if given.
+    Raises OutputError naming the path if it cannot be written."""
+    lines = [json.dumps(m) for m in history] + ([json.dumps(summary)] if summary else [])
+    try:
+        write_text(path, ''.join(line + '\n' for line in lines))
+    except OSError as e:
+        raise OutputError(f'--metrics {path}: cannot write epoch {history[-1]["epoch"] if history else 0} '
+                          f'({e.strerror})') from None
 
 
 def history_figure(history, title=''):

@@ -32,8 +32,10 @@ def usable_batch_sizes(batch_size, parts, around=2):
 class EpochPlan:
     """The steps of every epoch for `parts` = workers x devices; checked once.
 
-    Raises UsageError if batch_size is not divisible by parts, or if there are
-    fewer samples than parts (no step could give every part a sample)."""
+    Raises UsageError if batch_size is larger than the samples (no epoch would
+    fill one batch: the update would divide by more samples than it summed), not
+    divisible by parts, or if there are fewer samples than parts (no step could
+    give every part a sample)."""
     samples: int
     batch_size: int
     workers: int
@@ -50,6 +52,10 @@ class EpochPlan:
             raise UsageError(f'{self.samples} training samples, fewer than '
                              f'{"a batch" if self.drop_last else f"workers x devices = {parts}"}: '
                              'use more data or fewer workers or devices')
+        if self.batch_size > self.samples:
+            largest = self.samples - self.samples % parts
+            raise UsageError(f'--batch-size {self.batch_size} is larger than the {self.samples} training samples '
+                             f'(a batch that no epoch fills): use at most {largest}, one step an epoch')
 
     @property
     def parts(self):

@@ -48,13 +48,16 @@ def quick_exit(code):
     teardown of mxnet (freeing its engine and thousands of generated functions)."""
     if os.environ.get('DISTSOFTMAX_NO_QUICK_EXIT') or 'mxnet' not in sys.modules:
         return code
-    sys.modules['mxnet'].nd.waitall()
+    try:
+        sys.modules['mxnet'].nd.waitall()
+    except Exception:   # noqa: B902: a failed run's pending error, already said
+        pass
     atexit._run_exitfuncs()  # private, but the documented behaviour of a normal exit
     try:
         sys.stdout.flush()
         sys.stderr.flush()
     except OSError:
-        code = 1  # a closed pipe: say so by the exit code, as the normal exit would
+        code = code or 1  # a closed pipe: say so by the exit code, as the normal exit would
     os._exit(code)
 
 

@@ -88,25 +88,34 @@ fi
 split_words multihost.sh HOROVODRUN_ARGS
 extra=("${words[@]}")
 
-# Run on a host: its name, the first IPv4 address that name resolves to there,
-# and its IPv4 addresses (on the interface $1, if given), one per line.
+# Run on a host: its name and the first IPv4 address that name resolves to there,
+# its interfaces on one line, then its IPv4 addresses (on the interface $1, if
+# given), one per line.
 # shellcheck disable=SC2016  # expanded on the remote host
 probe='h=$(hostname); a=$(getent ahostsv4 "$h" | head -n 1 | cut -d " " -f 1)
-echo "$h ${a:--}"; ip -o -4 addr show ${1:+dev "$1"} | awk "{sub(\"/.*\", \"\", \$4); print \$4}"'
+echo "$h ${a:--}"; echo $(ip -o link show | awk -F ": " "{sub(\"@.*\", \"\", \$2); print \$2}")
+ip -o -4 addr show ${1:+dev "$1"} 2>/dev/null | awk "{sub(\"/.*\", \"\", \$4); print \$4}"'
 
 # Horovod 0.28.1's Gloo builds one of its contexts from each host's own name
 # (not from --network-interfaces): stop here, with the fix, where that name
 # does not resolve to an address of that host that the other hosts can reach.
 check_host_names() {
-    local host out name addr mine ok a iface=${HOROVOD_GLOO_IFACE:-}
+    local host out name addr ifaces mine ok a iface=${HOROVOD_GLOO_IFACE:-}
     for host in "${names[@]}"; do
-        if ! out=$(ssh "${ssh_opts[@]}" "$host" bash -s -- "$iface" <<< "$probe" 2>&1); then
+        # the remote command's output alone: ssh's own notes (a changed host key's
+        # banner) go to its stderr, kept apart for the message
+        if ! out=$(ssh "${ssh_opts[@]}" "$host" bash -s -- "$iface" <<< "$probe" 2>"$ssh_err"); then
             echo "multihost.sh: cannot ssh to $host to check it (ssh ${ssh_opts[*]} $host):" \
-                 "$(tail -n 1 <<< "$out")" >&2
+                 "$(grep -v '^@' "$ssh_err" | grep . | tail -n 1)" >&2
             exit 2
         fi
         read -r name addr <<< "$(head -n 1 <<< "$out")"
-        mine=$(tail -n +2 <<< "$out" | grep -v '^127\.' || true)
+        ifaces=$(sed -n 2p <<< "$out")
+        if [ -n "$iface" ] && ! grep -qw -- "$iface" <<< "$ifaces"; then
+            echo "multihost.sh: HOROVOD_GLOO_IFACE=$iface: $host has no such interface (it has: $ifaces)" >&2
+            exit 2
+        fi
+        mine=$(tail -n +3 <<< "$out" | grep -v '^127\.' || true)
         ok=''
         for a in $mine; do [ "$a" = "$addr" ] && ok=1; done
         if [ -z "$ok" ]; then
@@ -124,8 +133,18 @@ for host in "${names[@]}"; do
     case "$host" in localhost | 127.*) ;; *) local_only='' ;; esac
 done
 if [ "$controller" = gloo ] && [ "${CHECK_HOSTS:-1}" != 0 ] && [ -z "$local_only" ]; then
+    ssh_err=$(mktemp)
     check_host_names
+    rm -f "$ssh_err"
 fi
+
+# Open MPI's daemons notice a cut link only through TCP keepalives on their
+# idle control connections (default: after 300 s idle, then 9 probes 20 s
+# apart); 10 s, then 3 probes 3 s apart, ends a cut-off orted in about 20 s.
+# A value you set wins.
+export OMPI_MCA_oob_tcp_keepalive_time=${OMPI_MCA_oob_tcp_keepalive_time:-10}
+export OMPI_MCA_oob_tcp_keepalive_intvl=${OMPI_MCA_oob_tcp_keepalive_intvl:-3}
+export OMPI_MCA_oob_tcp_keepalive_probes=${OMPI_MCA_oob_tcp_keepalive_probes:-3}
 
 # A failed job can leave a rank behind on its host: one stuck in Gloo's
 # connection retries ignores SIGTERM, and horovodrun only ends its own ssh.

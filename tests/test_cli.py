@@ -103,6 +103,9 @@ CASES = [
     (['--checkpoint-dir', '{ck:shape}', '--resume', *TINY], 'model.params: does not fit the model'),
     (['evaluate', '--checkpoint-dir', '{tmp}/empty', '--synthetic', '512'], 'state.json: missing'),
     (['evaluate', '--checkpoint-dir', '{ck:truncate}', '--synthetic', '512'], 'model.params: SHA-256 differs'),
+    (['--synthetic', '600', '--batch-size', '1000000000', '--epochs', '1'],
+     '--batch-size 1000000000 is larger than the 600 training samples (a batch that no epoch fills): '
+     'use at most 600'),
     # output paths
     (['--metrics', '{tmp}', *TINY], '--metrics {tmp}: is a directory'),
     (['--metrics', '{tmp}/afile/m.jsonl', *TINY], '--metrics {tmp}/afile/m.jsonl: cannot write in {tmp}/afile'),

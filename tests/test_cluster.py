@@ -617,3 +617,76 @@ def test_sigterm_of_multihost_sh_stops_every_rank(hosts, tmp_path):
     assert p.returncode != 0, out
     assert 1 <= saved_epoch(ckpt) < 20
     assert_no_rank_left(hosts, wait=10)
+
+
+# -- no job hangs: a stopped rank under srun, a cut link between two hosts
+
+STALL_TIMEOUT = 6   # s, --timeout of these runs
+
+
+@pytest.mark.parametrize('backend', ['horovod', 'mpi'])
+def test_a_stopped_rank_under_srun_ends_the_step(slurm, tmp_path, backend):
+    ckpt, tag = tmp_path / 'ckpt', f'srun-stall-{backend}-{os.getpid()}'
+    p = subprocess.Popen(['srun', '--nodes=2', '--ntasks=2', '--mpi=pmix', '--kill-on-bad-exit=1',
+                          sys.executable, '-m', 'distsoftmax', '--layout', backend, *FLAGS, '--epochs', '20',
+                          '--timeout', str(STALL_TIMEOUT), '--checkpoint-dir', str(ckpt)],
+                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         start_new_session=True,
+                         env=slurm.env(cluster_env(DISTSOFTMAX_FAULT='sleep=0.03', DISTSOFTMAX_TEST_TAG=tag,
+                                                   PYTHONPATH=os.pathsep.join([ROOT, FAULTS]))))
+    try:
+        cf.wait_for(lambda: saved_epoch(ckpt) >= 1 or p.poll() is not None, 120, 'epoch 1')
+        assert p.poll() is None, p.stdout.read()
+        victim = next(pid for pid, rank in tagged_ranks(tag).items() if rank == 1)
+        os.kill(victim, signal.SIGSTOP)
+        out, _ = p.communicate(timeout=STALL_TIMEOUT + 20)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    assert p.returncode != 0, out
+    errors = [line for line in out.splitlines() if 'distsoftmax: error:' in line]
+    assert len(errors) == 1 and 'rank(s) 1 did not answer' in errors[0], out
+    assert 'Traceback' not in out, out
+    cf.wait_for(lambda: not tagged_ranks(tag), 15, 'every rank, the stopped one too, to be ended')
+
+
+def _cut(hosts, host, up):
+    """The link of HOST to the bridge, down (a cut network) or up again."""
+    port = f'v{hosts.tag}{hosts.names.index(host)}'
+    cf.sh('ip', '-n', hosts.switch, 'link', 'set', port, 'up' if up else 'down')
+
+
+@pytest.mark.parametrize('controller', ['--gloo', '--mpi'])
+def test_a_cut_link_ends_a_multihost_job_on_both_hosts(hosts, tmp_path, controller):
+    ckpt = tmp_path / 'ckpt'
+    run = [os.path.join(LAUNCH, 'multihost.sh'), controller, *FLAGS, '--epochs', '20',
+           '--timeout', str(STALL_TIMEOUT), '--checkpoint-dir', str(ckpt)]
+    settings = dict(HOSTFILE=hostfile(tmp_path, ['a', 'b']), SSH_IDENTITY_FILE=hosts.key,
+                    HOROVOD_GLOO_IFACE='eth0')
+    p = subprocess.Popen(hosts.exec_argv('a', run), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, start_new_session=True,
+                         env=cluster_env(DISTSOFTMAX_FAULT='sleep=0.03',
+                                         PYTHONPATH=os.pathsep.join([ROOT, FAULTS]), **settings))
+    try:
+        cf.wait_for(lambda: saved_epoch(ckpt) >= 1 or p.poll() is not None, 120, 'epoch 1')
+        assert p.poll() is None, p.stdout.read()
+        _cut(hosts, 'b', up=False)
+        t0 = time.monotonic()
+        out, _ = p.communicate(timeout=STALL_TIMEOUT + 40)
+        print(f'ended {time.monotonic() - t0:.1f} s after the cut')
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        # the far host ends its own share, with no word from the launch host
+        try:
+            cf.wait_for(lambda: not hosts.leftovers('b'), STALL_TIMEOUT + 40, 'the ranks on b to end')
+        finally:
+            _cut(hosts, 'b', up=True)
+    assert p.returncode != 0, out
+    errors = [line for line in out.splitlines() if 'distsoftmax: error:' in line]
+    assert len(errors) == 1 and 'did not answer' in errors[0], out
+    assert_no_rank_left(hosts, wait=10)
+    rc, out = run_on(hosts, 'a', [*run, '--resume'], **settings)
+    assert rc == 0, out

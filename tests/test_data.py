@@ -59,6 +59,7 @@ CORRUPTIONS = [
     (LAB, lambda p: _rewrite(p, _raw(p)[:-1] + bytes([10])), 'label 10 out of range 0-9'),
     (IMG, lambda p: _rewrite(p, _raw(p)[:7]), 'shorter than the 16-byte IDX header'),
     (IMG, os.remove, 'file missing'),
+    (IMG, lambda p: (os.remove(p), os.mkdir(p)), 'is a directory, expected the gzipped IDX file'),
 ]
 
 

@@ -26,3 +26,17 @@ def test_gzip_reader_agrees_with_the_gzip_module(tmp_path, monkeypatch):
         idx.read_gz(path)
     with pytest.raises(DataError, match='unreadable'):   # not a file: one line, no OSError
         idx.read_gz(tmp_path)
+
+
+def test_nul_padding_and_trailing_bytes_read_as_gzip_reads_them(tmp_path):
+    """Tape-style NUL padding after the last member (gzip -t and Python's gzip
+    accept it) is skipped; bytes after it that are no gzip member end the stream."""
+    raw = bytes(range(256)) * 40
+    path = tmp_path / 'f.gz'
+    for tail in (b'\0' * 512, b'\0' * (5 << 20)):
+        open(path, 'wb').write(gzip.compress(raw) + tail)
+        assert bytes(idx.read_gz(path)) == raw == gzip.open(path).read()
+    open(path, 'wb').write(gzip.compress(raw) + b'\0' * 10 + gzip.compress(raw))
+    assert bytes(idx.read_gz(path)) == raw + raw == gzip.open(path).read()
+    open(path, 'wb').write(gzip.compress(raw) + b'trailing garbage')
+    assert bytes(idx.read_gz(path)) == raw

@@ -122,3 +122,20 @@ def test_real_data_accuracy_in_every_launcher(tmp_path):
     for path in others:
         acc = json.loads(open(path).read().splitlines()[-1])['test_acc']
         assert abs(acc - local) <= 0.003, (path, acc, local)
+
+
+def test_more_elements_than_mxnet_indexes_are_refused_before_the_copy(monkeypatch):
+    from distsoftmax import job
+    monkeypatch.setattr(job, 'MAX_ELEMENTS', 600 * 784 - 1)   # the pip mxnet's 2**31 - 1, scaled down
+    import distsoftmax
+    with pytest.raises(distsoftmax.UsageError, match=r'600 training samples are 470400 elements on each device, '
+                                                     r'past the 470399 that the pip mxnet 1\.9\.1 indexes'):
+        distsoftmax.train(synthetic=600, epochs=1, quiet=True)
+
+
+def test_a_non_utf8_locale_still_writes_a_utf8_checkpoint_path(tmp_path):
+    ck = tmp_path / 'ck-\u00fc'
+    r = run_cli('--synthetic', '600', '--epochs', '1', '--quiet', '--checkpoint-dir', ck,
+                extra_env={'PYTHONUTF8': '0', 'LC_ALL': 'C', 'LANG': 'C', 'PYTHONCOERCECLOCALE': '0'})
+    assert r.returncode == 0, r.stderr
+    assert (ck / 'model.params').is_file()

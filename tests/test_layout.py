@@ -113,7 +113,7 @@ def test_choose_layout(monkeypatch):
     _clean(monkeypatch)
     for key, value in (('WORLD_SIZE', '2'), ('RANK', '1'), ('LOCAL_RANK', '1'), ('LOCAL_WORLD_SIZE', '2')):
         monkeypatch.setenv(key, value)                      # torchrun: refused, said by rank 0 only
-    with pytest.raises(UsageError, match='torchrun started 2 ranks'):
+    with pytest.raises(UsageError, match='WORLD_SIZE=2 and RANK are set'):
         layout.choose_layout('auto', none)
     assert launchers.rank() == 1
     _clean(monkeypatch)
