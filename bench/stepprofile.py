@@ -9,9 +9,13 @@ profiler for the top operations; the C floor's own phases (PHASES=1) for the sam
 work; and `import mxnet` alone. From them: the 2-worker ceiling on this machine's
 cores, each figure derived in figures() below.
 
-Growth: distsoftmax local on --synthetic N for each N (samples/s, peak RSS, CPU),
-and where the pip mxnet's 2^31-element limit stops one context.
+Growth: distsoftmax local on the run's training set tiled to N samples for each N
+(samples/s, peak RSS, CPU; the test set stays as it is), and where the pip
+mxnet's 2^31-element limit stops one context. Tiled, not --synthetic N: the
+synthetic generator draws float32 noise for the whole set at once, so at 960k
+samples its own temporaries (about 12 GB, 100 s here) would be what is measured.
 """
+import gzip
 import json
 import os
 import re
@@ -90,11 +94,56 @@ def profile_round(data, epochs, timeout, package, native):
             'import_mxnet_s': import_seconds(package, timeout), 'load1_before': runs[0]['load1_before']}
 
 
-def growth_once(n, epochs, timeout, package):
+IMAGES_MAGIC, LABELS_MAGIC = 0x803, 0x801   # IDX: uint8, 3 and 1 dimensions
+
+
+def _read_idx(path, header):
+    with gzip.open(path, 'rb') as f:
+        raw = f.read()
+    return raw[:header], raw[header:]
+
+
+def tiled_data(source_dir, sizes, where):
+    """{N: a directory of IDX files whose training set is SOURCE_DIR's repeated to N
+    samples (the test files are linked as they are)}, written once per bench run
+    (gzip level 1: fast to write, as fast to read)."""
+    images_name, labels_name = measure.harness.IDX_NAMES['train']
+    _, pixels = _read_idx(Path(source_dir) / images_name, 16)
+    _, labels = _read_idx(Path(source_dir) / labels_name, 8)
+    n_source, item = len(labels), D
+    out = {}
+    for n in sizes:
+        if n == n_source:
+            out[n] = str(source_dir)
+            continue
+        d = Path(where) / f'tiled-{n}'
+        d.mkdir(parents=True, exist_ok=True)
+        reps = -(-n // n_source)
+        with gzip.open(d / images_name, 'wb', compresslevel=1) as f:
+            f.write(IMAGES_MAGIC.to_bytes(4, 'big') + n.to_bytes(4, 'big')
+                    + (28).to_bytes(4, 'big') * 2)
+            left = n
+            for _ in range(reps):
+                take = min(left, n_source)
+                f.write(pixels[:take * item])
+                left -= take
+        with gzip.open(d / labels_name, 'wb', compresslevel=1) as f:
+            f.write(LABELS_MAGIC.to_bytes(4, 'big') + n.to_bytes(4, 'big')
+                    + (labels * reps)[:n])
+        for name in measure.harness.IDX_NAMES['t10k']:
+            target = d / name
+            if not target.exists():
+                os.symlink(Path(source_dir).resolve() / name, target)
+        out[n] = str(d)
+    return out
+
+
+def growth_once(n, data_dir, epochs, timeout, package):
     with tempfile.TemporaryDirectory(prefix='bench-grow-') as tmp:
         metrics, rss = Path(tmp) / 'metrics.jsonl', Path(tmp) / 'rss.txt'
         argv = [measure.GNU_TIME, '-o', str(rss), '-f', '%M', measure.PY, '-m', 'distsoftmax',
-                '--epochs', str(epochs), '--quiet', '--metrics', str(metrics), '--synthetic', str(n)]
+                '--epochs', str(epochs), '--quiet', '--metrics', str(metrics),
+                '--data-dir', data_dir, '--no-verify']
         load, cpu0 = os.getloadavg()[0], measure.cpu_seconds()
         rc, out, err, wall = measure.execute(argv, package, measure.worker_env(package), timeout)
         run = {'n_train': n, 'epochs': epochs, 'rc': rc, 'wall_s': wall, 'load1_before': load,
@@ -108,8 +157,9 @@ def growth_once(n, epochs, timeout, package):
     return run
 
 
-def growth_round(sizes, epochs, timeout, package):
-    return [growth_once(n, epochs, timeout, package) for n in sizes]
+def growth_round(dirs, epochs, timeout, package):
+    """DIRS: tiled_data()'s {N: directory}."""
+    return [growth_once(n, d, epochs, timeout, package) for n, d in sorted(dirs.items())]
 
 
 def context_limit():
