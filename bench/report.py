@@ -105,7 +105,8 @@ def derive(runs, configs, data, epochs, phases, info):
         if len(t.num) > 1 and o.measured:
             f[f'best_{_key(t.key)}'] = o.best()
     # the limit
-    n_test = data.get('n_test') or round(data['n_train'] / 6)
+    n_test = data.get('n_test') or 10000
+    f['n_test'] = n_test
     fl = native.flops(data['n_train'], n_test, epochs)
     peaks = [p for p in phases.get('peak', []) if 'gflops' in p]
     f.update(step_mflop=fl['per_step'] / 1e6, job_gflop=fl['total'] / 1e9, flop_formula=fl['formula'],
@@ -172,6 +173,7 @@ def header(info, args, data, runs, elapsed, argv, figures):
     env_text = ', '.join(f'{k}={v}' for k, v in env.items()) or 'none set'
     kernel = figures.get('kernel_numpy_floor')
     build = (info.get('native') or {}).get('c_floor') or {}
+    flags = ', '.join(info.get('cpu_flags') or []) or 'none of avx2/fma/avx512'
     c_text = (f"mode {build['mode']} (`{build['command']}`; {build['compiler']})" if 'mode' in build
               else build.get('error', 'not built'))
     return f"""# distsoftmax benchmark
@@ -179,7 +181,7 @@ def header(info, args, data, runs, elapsed, argv, figures):
 Written by `python bench/run.py` ({' '.join(argv) or 'no flags'}); raw runs in
 `results.json`, plot in `scaling.png`.
 
-- machine: {info['cpu']}, {info['cores']} cores usable; CPU flags: {', '.join(info.get('cpu_flags') or []) or 'none of avx2/fma/avx512'}
+- machine: {info['cpu']}, {info['cores']} cores usable; CPU flags: {flags}
 - python {info['python']}, mxnet {info['mxnet']}, horovod {info['horovod']},
   numpy {info['numpy']}, mpi4py {info['mpi4py']}
 - {torch}
@@ -287,6 +289,7 @@ def profile_section(f):
                                                  'engine_us', 'cores_busy', 'forward_us',
                                                  'backward_us', 'trainer_step_us', 'loop_other_us')]
             rows.append(f'| {label} | ' + ' | '.join(fmt(x) for x in v) + ' |')
+    share = fmt(f['fc_cast_share'], '.0%') if f.get('fc_cast_share') else '-'
     ops = ['| operator | calls a step | us a step |', '|---|---|---|']
     ops += [f'| {n} | {c:.2f} | {u:.1f} |' for n, c, u in f.get('top_operators') or []]
     c = (f"C floor ({f['c_mode']}) per step, CPU us: gather and convert {f['c_gather_us']:.1f}, "
@@ -311,8 +314,8 @@ Top operators under MXNet's profiler, with bulk execution off so that each
 operator is timed alone (MXNET_EXEC_BULK_EXEC_TRAIN=0; by default the forward's
 operators run as one segment): {fmt(f.get('ops_per_step'))} operations and
 {fmt(f.get('op_us_per_step'))} us a step in all (that run's step wall is
-{fmt(f.get('ops_profiler_slowdown'))}x the plain run's); FullyConnected forward and backward {fmt(f.get('fc_us'))} us,
-the uint8 cast {fmt(f.get('cast_us'))} us: {fmt(f.get('fc_cast_share'), '.0%') if f.get('fc_cast_share') else '-'} of the operator time:
+{fmt(f.get('ops_profiler_slowdown'))}x the plain run's); FullyConnected forward and
+backward {fmt(f.get('fc_us'))} us, the uint8 cast {fmt(f.get('cast_us'))} us: {share} of the operator time:
 
 {chr(10).join(ops)}
 
@@ -344,7 +347,8 @@ def growth_section(f, phases):
             continue
         rows.append(f"| {n:,} | {_med([x['samples_per_s'] for x in g]):,.0f} | "
                     f"{_med([x['samples_per_cpu_s'] for x in g]):,.0f} | "
-                    f"{_med([max(x['rss_mb']) for x in g]):.0f} | {_med([x['wall_s'] for x in g]):.2f} | "
+                    f"{_med([max(x['rss_mb']) for x in g]):.0f} | "
+                    f"{_med([x['wall_s'] for x in g]):.2f} | "
                     f"{len(g)} |")
     epochs = good[0]['epochs'] if good else '?'
     return (f"distsoftmax local on the run's training set repeated to N samples (IDX files written "
@@ -377,6 +381,7 @@ def write_markdown(path, runs, configs, info, args, data, elapsed, argv, phases=
     peers_text = (S.targets_table(peers, with_status=False) if info['torch'] else
                   'Skipped: no `--torch PYTHON` was given, so no PyTorch configuration ran.')
     extra = [r for r in (bound_row(figures),) if r]
+    kernel = figures.get('kernel_numpy_floor') or 'not recorded'
     path.write_text(f"""{header(info, args, data, runs, elapsed, argv, figures)}
 ## Results
 
@@ -416,7 +421,7 @@ around each rank); x local: per-round ratio to the local run, median.
 Each value is taken per round (runs next to each other), then the median of the
 rounds; "best 2-worker layout" is the fastest of
 {', '.join(c.name for c in C.TWO_WORKER_LAYOUTS)} in each round (the one named won
-most rounds). The numpy floor is numpy-floor, kernel {figures.get('kernel_numpy_floor') or 'not recorded'}.
+most rounds). The numpy floor is numpy-floor, kernel {kernel}.
 
 {S.targets_table(targets)}
 

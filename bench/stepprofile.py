@@ -48,7 +48,8 @@ def profile_once(name, batch, profiler, env, data, epochs, timeout, package):
     with tempfile.TemporaryDirectory(prefix='bench-prof-') as tmp:
         out = Path(tmp) / 'profile.json'
         argv = [measure.PY, str(PROFILE_STEP), str(out), *(['--profiler'] if profiler else []),
-                *(['--skip-first'] if epochs > 1 else []), '--', '--epochs', str(epochs), '--quiet', '--data-dir', data['dir'],
+                *(['--skip-first'] if epochs > 1 else []), '--',
+                '--epochs', str(epochs), '--quiet', '--data-dir', data['dir'],
                 *data['flags'], '--batch-size', str(batch)]
         load = os.getloadavg()[0]
         rc, stdout, err, wall = measure.execute(argv, package, {**measure.worker_env(package), **env},
