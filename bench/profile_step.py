@@ -54,6 +54,20 @@ class Part:
         return {'calls': self.calls, 'cpu_s': self.cpu, 'wall_s': self.wall}
 
 
+def blas_libraries():
+    """Every BLAS this process loaded (mxnet ships its own libopenblas beside numpy's),
+    read as bench/blas_probe.py reads the numpy floor's."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        '_bench_blas_probe', os.path.join(os.path.dirname(os.path.abspath(__file__)), 'blas_probe.py'))
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    try:
+        return probe.via_threadpoolctl()
+    except ImportError:
+        return probe.via_ctypes()
+
+
 def mapped_rss_mb(name='libmxnet'):
     """RSS of this process's mappings of NAME (the library's code and data pages)."""
     total, inside = 0, False
@@ -147,6 +161,7 @@ def main():
     def write():
         record['whole'] = {'wall_s': time.perf_counter() - t0, 'cpu_s': time.process_time() - c0}
         record['libmxnet_rss_mb'] = mapped_rss_mb()
+        record['blas'] = blas_libraries()
         if started[0]:
             stats = json.loads(mx.profiler.dumps(format='json'))
             record['operators'] = stats.get('Time', {}).get('operator', {})

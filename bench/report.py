@@ -249,7 +249,7 @@ Ratios within a round (median over the rounds), no thresholds:
 {S.targets_table(limits, with_status=False)}"""
 
 
-def blas_section(runs, info):
+def blas_section(runs, info, figures=None):
     rows = ['| config | kernel | library | threads | OPENBLAS_* in force | read by |',
             '|---|---|---|---|---|---|']
     seen = set()
@@ -265,12 +265,16 @@ def blas_section(runs, info):
         env = ', '.join(f'{k}={v}' for k, v in b['openblas_env'].items()) or 'none'
         rows.append(f"| {r['config']} | {b['kernel']} | {lib.get('library')} {lib.get('version')} | "
                     f"{lib.get('threads')} | {env} | {b['read_by']} |")
+    mx = (figures or {}).get('kernel_mxnet')
+    if mx:
+        rows.append(f"| local (the profile's run) | {mx} | mxnet's own libopenblas | "
+                    f"(in the kernel column) | the bench's (header) | the same |")
     if len(rows) == 2:
         return 'Not recorded: no numpy-floor run finished.'
     unset = any(v in (info.get('environment') or {}) for v in C.OPENBLAS_VARS)
     note = ('numpy-floor-unset ran with both removed from its environment alone.' if unset else
             f"Neither {' nor '.join(C.OPENBLAS_VARS)} is set here: OpenBLAS chose the kernel from "
-            'the CPU itself, and numpy-floor-unset (which would drop them) is not run.')
+            'the CPU itself, and a default run leaves numpy-floor-unset out (it would run the same).')
     return (f"Read inside the anchor's process (bench/blas_probe.py) after numpy loaded its "
             f"bundled OpenBLAS. The target holds local to numpy-floor as the environment "
             f"gives it (bench/README.md says why). {note}\n\n" + '\n'.join(rows))
@@ -402,7 +406,7 @@ around each rank); x local: per-round ratio to the local run, median.
 
 ## The numpy floor's BLAS kernel
 
-{blas_section(runs, info)}
+{blas_section(runs, info, figures)}
 
 ## Per-step profile
 

@@ -102,7 +102,7 @@ def rounds(args, data, package, tools):
                                  tools['c_floor'])
             r['round'] = rnd
             runs.append(r)
-            shown = (f"{r[C.SAMPLES]:>9,.0f} samples/s, {r[C.CPU_SAMPLES]:>9,.0f} /CPU-s, "
+            shown = (f"{r[C.SAMPLES]:>9,.0f} samples/s, {r.get(C.CPU_SAMPLES) or 0:>9,.0f} /CPU-s, "
                      f"wall {r[C.WALL]:5.2f} s, RSS {metric(r, C.RSS):4.0f} MB, "
                      f"acc {r['test_acc']:.4f}, load {r['load1_before']:.2f}"
                      if 'error' not in r else 'FAILED: ' + r['error'].splitlines()[0])

@@ -267,4 +267,8 @@ def figures(profile_rounds, cores=C.CORES):
             f['fc_vs_c'] = f['fc_us'] / (f['c_forward_us'] + f['c_backward_us'])
     f['import_mxnet_s'] = _median([r.get('import_mxnet_s') for r in profile_rounds])
     f['libmxnet_rss_mb'] = _median([rec.get('libmxnet_rss_mb') for _, rec in (b256 or [])])
+    libs = [b for _, rec in (b256 or [])[:1] for b in rec.get('blas') or []]
+    mx_blas = [b for b in libs if 'mxnet' in (b.get('path') or '')]
+    f['kernel_mxnet'] = ', '.join(f"{b['architecture']} (OpenBLAS {b['version']}, {b['threads']} "
+                                  f"thread(s))" for b in mx_blas) or None
     return f
