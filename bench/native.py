@@ -73,6 +73,16 @@ def compiler_version(cc=CC):
         return None
 
 
+def has_header(name, cc=CC):
+    """Whether the compiler finds <NAME> (zlib.h: zlib1g-dev; cblas.h: libopenblas-dev)."""
+    try:
+        r = subprocess.run([cc, '-E', '-x', 'c', '-'], input=f'#include <{name}>\n',
+                           capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0
+
+
 def _compile(argv):
     try:
         r = subprocess.run(argv, capture_output=True, text=True, timeout=300)
@@ -99,8 +109,11 @@ def build_c_floor(where, src=C_FLOOR_SRC, mode=None):
         return {'error': f'{src} not found'}
     if not shutil.which(CC):
         return {'error': f'no C compiler ({CC}): apt-get install build-essential'}
+    if not has_header('zlib.h'):
+        return {'error': 'zlib.h not found (the C floor reads the gz files): apt-get install zlib1g-dev'}
     binary = where / 'c_floor'
-    tried = [mode] if mode else [m for m in (choose_mode(), 'blas', 'naive') if m]
+    tried = [mode] if mode else [m for m in (choose_mode(), 'blas' if has_header('cblas.h') else None,
+                                             'naive') if m]
     errors = []
     for m in tried:
         extra = ('-DWITH_BLAS',) if m == 'blas' else ()
