@@ -15,8 +15,8 @@ records, per training epoch:
     cached graph): every operator's count and total time.
 
 The only hook into distsoftmax's internals is HOOK below (the function that trains
-one epoch, called once per epoch with the Gluon trainer and the objective among
-its arguments); everything else is public (Gluon, NDArray, the CLI). If the hook
+one epoch, called once per epoch with the objective among its arguments,
+positional or keyword); everything else is public (Gluon, NDArray, the CLI). If the hook
 is gone, the whole run is timed instead and OUT_JSON says so.
 """
 import atexit
@@ -125,7 +125,7 @@ def main():
         record['hook'] = None
 
     def epoch(*a, **kw):
-        for x in a:   # the objective: the HybridBlock whose forward a step calls
+        for x in (*a, *kw.values()):   # the objective: the HybridBlock a step calls
             if isinstance(x, gluon.HybridBlock) and not getattr(x, '_bench_wrapped', False):
                 x.forward = parts['forward'].wrap(x.forward)
                 x._bench_wrapped = True
