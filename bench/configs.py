@@ -9,20 +9,25 @@ from dataclasses import dataclass, field
 
 CORES = len(os.sched_getaffinity(0))  # what this process may use, not what the host has
 
-DISTSOFTMAX, ANCHOR, TORCH = 'distsoftmax', 'anchor', 'torch'
+DISTSOFTMAX, ANCHOR, TORCH, NATIVE = 'distsoftmax', 'anchor', 'torch', 'native'
+# set where older OpenBLAS builds misdetect the CPU; numpy-floor-unset runs without both
+OPENBLAS_VARS = ('OPENBLAS_CORETYPE', 'OPENBLAS_L2_SIZE')
 
 
 @dataclass
 class Config:
     name: str                  # what --only takes, and the row of the table
     label: str                 # what ran, in words
-    kind: str                  # DISTSOFTMAX, ANCHOR (mxnet/numpy script) or TORCH (script)
+    kind: str                  # DISTSOFTMAX, ANCHOR (mxnet/numpy script), TORCH (script) or
+                               # NATIVE (the C floor, built at run time by bench/native.py)
     workers: int = 1
     launcher: str = 'local'    # local, horovodrun, mpirun or torchrun
     args: tuple = ()           # distsoftmax flags, or the anchor script and its extra argv
     transport: str = None      # horovodrun only: '--gloo', '--mpi', None (its own choice)
     weak: bool = False         # the global batch grows with the workers: other math
     env: dict = field(default_factory=dict)
+    unset: tuple = ()          # environment variables removed for this configuration alone
+    blas_probe: bool = False   # run through bench/blas_probe.py: record the BLAS kernel
 
     @property
     def note(self):
@@ -34,9 +39,22 @@ class Config:
 TEXTBOOK = Config('textbook', 'textbook pipeline (seed_gluonbook.py, 4 loader workers)',
                   ANCHOR, args=('seed_gluonbook.py', '4'))
 NUMPY_FLOOR = Config('numpy-floor', 'numpy floor (numpy_floor.py)', ANCHOR,
-                     args=('numpy_floor.py',))
+                     args=('numpy_floor.py',), blas_probe=True)
+# the same, with OpenBLAS left to detect the CPU itself: run only where the
+# environment sets either variable (else it is numpy-floor again); bench/README.md
+# says why the target is held to numpy-floor, as the environment gives it
+NUMPY_FLOOR_UNSET = Config('numpy-floor-unset', 'numpy floor, ' + ' and '.join(OPENBLAS_VARS)
+                           + ' unset', ANCHOR, args=('numpy_floor.py',), unset=OPENBLAS_VARS,
+                           blas_probe=True)
+# the physical limit's reference: the same training in C, one thread (c_floor.c),
+# in the fastest mode this CPU supports
+C_FLOOR = Config('c-floor', 'C floor (c_floor.c, cc -O3 -march=native, one thread)', NATIVE)
 LOCAL = Config('local', 'distsoftmax, local CPU', DISTSOFTMAX)
 # distsoftmax defaults to one OpenMP thread per process: does every core help?
+# MXNet's NaiveEngine: every operation on the Python thread, no engine thread
+NAIVE_ENV = {'MXNET_ENGINE_TYPE': 'NaiveEngine'}
+LOCAL_NAIVE = Config('local-naive', 'distsoftmax, local CPU, MXNET_ENGINE_TYPE=NaiveEngine',
+                     DISTSOFTMAX, env=NAIVE_ENV)
 LOCAL_ALL_CORES = Config('local-all-cores', f'distsoftmax, local CPU, OMP_NUM_THREADS={CORES}',
                          DISTSOFTMAX, env={'OMP_NUM_THREADS': str(CORES)})
 DEVICES_CPU2 = Config('devices-cpu2', 'distsoftmax --devices cpu:2', DISTSOFTMAX,
@@ -53,6 +71,8 @@ MPIRUN_HOROVOD_NP2 = Config('mpirun-horovod-np2', 'mpirun -np 2, Horovod workers
                             DISTSOFTMAX, 2, 'mpirun')
 MPI_NP2 = Config('mpi-np2', 'mpirun -np 2 --layout mpi (mpi4py)', DISTSOFTMAX, 2, 'mpirun',
                  ('--layout', 'mpi'))
+MPI_NP2_NAIVE = Config('mpi-np2-naive', 'mpirun -np 2 --layout mpi, MXNET_ENGINE_TYPE=NaiveEngine',
+                       DISTSOFTMAX, 2, 'mpirun', ('--layout', 'mpi'), env=NAIVE_ENV)
 # the same per-worker batch (256) as -np 1: the global batch grows with the workers
 HOROVOD_NP2_WEAK = Config('horovod-np2-weak', 'horovodrun -np 2 --batch-size 512', DISTSOFTMAX,
                           2, 'horovodrun', ('--batch-size', '512'), weak=True)
@@ -68,22 +88,33 @@ TORCHRUN_TYPICAL = Config('torchrun-typical-np2', 'torchrun --nproc_per_node=2 t
 TORCHRUN_TUNED = Config('torchrun-tuned-np2', 'torchrun --nproc_per_node=2 torch_tuned.py',
                         TORCH, 2, 'torchrun', ('torch_tuned.py',))
 
-CONFIGS = (TEXTBOOK, NUMPY_FLOOR, LOCAL, LOCAL_ALL_CORES, DEVICES_CPU2, HOROVOD_NP1, HOROVOD_NP2,
-           HOROVOD_NP2_GLOO, HOROVOD_NP2_MPI, HOROVOD_NP4, MPIRUN_HOROVOD_NP2, MPI_NP2,
-           HOROVOD_NP2_WEAK, HOROVOD_NP4_WEAK,
+CONFIGS = (TEXTBOOK, C_FLOOR, NUMPY_FLOOR, NUMPY_FLOOR_UNSET, LOCAL, LOCAL_NAIVE, LOCAL_ALL_CORES,
+           DEVICES_CPU2, HOROVOD_NP1, HOROVOD_NP2, HOROVOD_NP2_GLOO, HOROVOD_NP2_MPI, HOROVOD_NP4,
+           MPIRUN_HOROVOD_NP2, MPI_NP2, MPI_NP2_NAIVE, HOROVOD_NP2_WEAK, HOROVOD_NP4_WEAK,
            TORCH_TYPICAL, TORCH_TUNED, TORCHRUN_TYPICAL, TORCHRUN_TUNED)
 BY_NAME = {c.name: c for c in CONFIGS}
 assert len(BY_NAME) == len(CONFIGS), 'two configurations share a name'
 
-# every distsoftmax layout with two workers and the math of batch 256
-TWO_WORKER_LAYOUTS = tuple(c for c in CONFIGS
-                           if c.kind == DISTSOFTMAX and c.workers == 2 and not c.weak)
+# every distsoftmax layout with two workers and the math of batch 256 (default engine)
+TWO_WORKER_LAYOUTS = tuple(c for c in CONFIGS if c.kind == DISTSOFTMAX and c.workers == 2
+                           and not c.weak and not c.env)
+
+
+def default_configs(torch=False, environ=None):
+    """What a run without --only measures: the torch rows only with an interpreter,
+    numpy-floor-unset only where the environment sets what it unsets."""
+    environ = os.environ if environ is None else environ
+    return [c for c in CONFIGS if (torch or c.kind != TORCH)
+            and (not c.unset or any(v in environ for v in c.unset))]
 
 
 # -- what the results are held to ------------------------------------------------------
 
 SAMPLES, WALL, RSS = 'samples_per_s', 'wall_s', 'rss_mb'
-UNITS = {SAMPLES: 'samples/s', WALL: 's', RSS: 'MB'}
+# training samples per CPU-second of the whole process tree (every rank, the
+# launcher, imports and data load included): what a busy machine moves least
+CPU_SAMPLES = 'samples_per_cpu_s'
+UNITS = {SAMPLES: 'samples/s', WALL: 's', RSS: 'MB', CPU_SAMPLES: 'samples/CPU-s'}
 
 
 @dataclass(frozen=True)
@@ -135,6 +166,21 @@ TARGETS = (
            tuple(c for c in CONFIGS if c.kind == DISTSOFTMAX), metric=RSS, want=300,
            at_most=True),
     LOCAL_WALL,
+)
+
+# the limit and the engine: ratios only, no thresholds (RESULTS.md, "The limit")
+LIMITS = (
+    Target('local-vs-c-floor', 'local samples/s / C floor\'s', (LOCAL,), C_FLOOR),
+    Target('local-vs-c-floor-cpu', 'local samples per CPU-s (whole process) / C floor\'s',
+           (LOCAL,), C_FLOOR, CPU_SAMPLES),
+    Target('numpy-vs-c-floor', 'numpy floor samples/s / C floor\'s', (NUMPY_FLOOR,), C_FLOOR),
+    Target('numpy-unset-vs-numpy', 'numpy floor with OPENBLAS_* unset / as the environment gives',
+           (NUMPY_FLOOR_UNSET,), NUMPY_FLOOR),
+    Target('naive-vs-local', 'local with NaiveEngine samples/s / local\'s', (LOCAL_NAIVE,), LOCAL),
+    Target('naive-np2-vs-local', 'mpirun -np 2 --layout mpi with NaiveEngine / local',
+           (MPI_NP2_NAIVE,), LOCAL),
+    Target('naive-np2-vs-np2', 'mpirun -np 2 --layout mpi with NaiveEngine / without',
+           (MPI_NP2_NAIVE,), MPI_NP2),
 )
 
 # the peer: ratios only, no thresholds

@@ -2,11 +2,13 @@
 import datetime
 import hashlib
 import importlib.metadata
+import os
 import platform
 import subprocess
 from pathlib import Path
 
 from bench import configs as C
+from bench import native
 from bench.measure import PY, ROOT
 
 
@@ -72,8 +74,26 @@ def basics(package):
             'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}
 
 
+def mxnet_features():
+    """The build features the pip mxnet reports (INT64_TENSOR_SIZE: large tensors)."""
+    r = subprocess.run([PY, '-c', 'import mxnet; print(" ".join(f.name for f in '
+                        'mxnet.runtime.Features().values() if f.enabled))'],
+                       capture_output=True, text=True)
+    return r.stdout.split() if r.returncode == 0 else None
+
+
+def environment():
+    """What in the environment changes a kernel: OPENBLAS_*, MXNET_*, OMP_*."""
+    return {k: v for k, v in sorted(os.environ.items())
+            if k.startswith(('OPENBLAS', 'MXNET_', 'OMP_'))}
+
+
 def machine(package, torch_python=None):
     """basics(), and every library the bench's configurations use."""
+    flags = native.cpu_flags()
     return {**basics(package), 'horovod': version('horovod'), 'numpy': version('numpy'),
             'mpi4py': version('mpi4py'), 'torch': torch_version(torch_python),
-            'torch_python': torch_python, 'horovodrun_controller': horovod_controller()}
+            'torch_python': torch_python, 'horovodrun_controller': horovod_controller(),
+            'mxnet_features': mxnet_features(), 'environment': environment(),
+            'cpu_flags': sorted(f for f in flags if f in ('avx2', 'fma', 'avx512f', 'avx512bw',
+                                                          'avx512vl', 'avx512_bf16'))}

@@ -3,9 +3,13 @@
 Per run: samples/s as the process itself times it over all epochs (evaluation
 included: distsoftmax's --metrics summary, the anchors' JSON line); the wall time
 of the whole process around the subprocess (interpreter start, imports, data
-load and verification, launcher); each rank's peak RSS (GNU time's %M wrapped
-around every rank, so the launcher is not counted); the final test accuracy;
-and the CPU time other processes took meanwhile.
+load and verification, launcher); the CPU time of the whole process tree (every
+rank and the launcher, from getrusage(RUSAGE_CHILDREN) before and after: each
+rank is reaped into it), and so samples per CPU-second; each rank's peak RSS
+(GNU time's %M wrapped around every rank, so the launcher is not counted); the
+final test accuracy; the CPU time other processes took meanwhile; for the numpy
+floor the BLAS kernel that ran (bench/blas_probe.py), for the C floor and the
+numpy floor the CPU time of their training part alone.
 """
 import json
 import os
@@ -29,23 +33,39 @@ PY = sys.executable
 GNU_TIME = '/usr/bin/time'
 
 
+BLAS_PROBE = ROOT / 'bench' / 'blas_probe.py'
+
+
 def worker_env(package):
     """One OpenMP thread per process for every configuration, the anchors and the
     peer too, and the package snapshot first on the path."""
     env = harness.launch_env(PYTHONPATH=str(package))
     env.pop('MXNET_CPU_WORKER_NTHREADS', None)  # only what a config sets
+    env.pop('MXNET_ENGINE_TYPE', None)
     return env
 
 
-def command(cfg, data, epochs, scratch, torch_python=None):
-    """argv for one run, and the files it leaves: the metrics, one RSS line per rank."""
+def config_env(cfg, package):
+    env = {**worker_env(package), **cfg.env}
+    for name in cfg.unset:
+        env.pop(name, None)
+    return env
+
+
+def command(cfg, data, epochs, scratch, torch_python=None, native=None):
+    """argv for one run, and the files it leaves: the metrics (the BLAS probe's
+    record for the numpy floor), one RSS line per rank."""
     metrics, rss = scratch / 'metrics.jsonl', scratch / 'rss.txt'
     # -a: every rank appends its own line; %M is that rank's peak RSS in KiB
     timed = [GNU_TIME, '-a', '-o', str(rss), '-f', '%M']
+    if cfg.kind == C.NATIVE:
+        return timed + [native['binary'], native['mode'], str(epochs), data['dir']], metrics, rss
     if cfg.kind in (C.ANCHOR, C.TORCH):
         python = PY if cfg.kind == C.ANCHOR else torch_python
         script, *rest = cfg.args
         args = [str(ANCHORS / script), data['dir'], str(epochs), *rest]
+        if cfg.blas_probe:
+            args = [str(BLAS_PROBE), str(metrics), *args]
         if cfg.launcher == 'torchrun':
             return harness.torchrun_argv(cfg.workers, python, args, prefix=timed), metrics, rss
         return timed + [python, *args], metrics, rss
@@ -55,7 +75,7 @@ def command(cfg, data, epochs, scratch, torch_python=None):
         argv = harness.horovodrun_argv(cfg.workers, PY, args, cfg.transport, prefix=timed)
     elif cfg.launcher == 'mpirun':
         argv = harness.mpirun_argv(cfg.workers, PY, args, prefix=timed,
-                                   env_names=harness.MPI_ENV_NAMES + ('PYTHONPATH',))
+                                   env_names=harness.MPI_ENV_NAMES + ('PYTHONPATH', *cfg.env))
     else:
         argv = timed + [PY, *args]
     return argv, metrics, rss
@@ -78,10 +98,11 @@ def cpu_seconds():
 
 
 def noise(before, after):
-    """CPU seconds that other processes took during a run: the machine's busy time
-    less what this run's process tree used (all ranks are reaped into it)."""
+    """CPU seconds that this run's process tree used (all ranks are reaped into it),
+    and that other processes took during the run: the machine's busy time less
+    the run's own."""
     busy, own, steal = (b - a for a, b in zip(before, after))
-    return {'other_cpu_s': max(0.0, busy - own), 'steal_s': steal}
+    return {'cpu_s': own, 'other_cpu_s': max(0.0, busy - own), 'steal_s': steal}
 
 
 def execute(argv, cwd, env, timeout):
@@ -96,26 +117,42 @@ def execute(argv, cwd, env, timeout):
     return rc, out, err, time.perf_counter() - t0
 
 
-def run_once(cfg, data, epochs, timeout, package, torch_python=None):
-    """One run of CFG: a dict of what was measured, with 'error' if it failed."""
+def run_once(cfg, data, epochs, timeout, package, torch_python=None, native=None):
+    """One run of CFG: a dict of what was measured, with 'error' if it failed.
+    NATIVE: bench/native.py's build of the C floor (for the NATIVE kind)."""
+    result = {'config': cfg.name}
+    if cfg.kind == C.NATIVE and (not native or 'error' in native):
+        result.update(argv=[], rc=None, error=(native or {}).get('error', 'the C floor was not built'),
+                      load1_before=os.getloadavg()[0], wall_s=0.0, rss_mb=[])
+        return result
     with tempfile.TemporaryDirectory(prefix='bench-') as tmp:
-        argv, metrics, rss = command(cfg, data, epochs, Path(tmp), torch_python)
+        argv, metrics, rss = command(cfg, data, epochs, Path(tmp), torch_python, native)
         load, cpu0 = os.getloadavg()[0], cpu_seconds()
         # cwd: python -m puts it first on sys.path, ahead of the editable install
         cwd = package if cfg.kind == C.DISTSOFTMAX else ANCHORS
-        rc, out, err, wall = execute(argv, cwd, {**worker_env(package), **cfg.env}, timeout)
-        result = {'config': cfg.name, 'argv': argv, 'rc': rc, 'wall_s': wall,
-                  'load1_before': load, **noise(cpu0, cpu_seconds()), 'rss_mb': peak_rss_mb(rss)}
+        rc, out, err, wall = execute(argv, cwd, config_env(cfg, package), timeout)
+        result.update({'argv': argv, 'rc': rc, 'wall_s': wall, 'load1_before': load,
+                       **noise(cpu0, cpu_seconds()), 'rss_mb': peak_rss_mb(rss)})
         summary = (distsoftmax_summary(metrics) if cfg.kind == C.DISTSOFTMAX
                    else anchor_summary(out))
+        probe = json.loads(metrics.read_text()) if cfg.blas_probe and metrics.exists() else None
     if rc != 0 or summary is None or len(result['rss_mb']) != cfg.workers:
         result['error'] = (f'rc {rc}, {len(result["rss_mb"])} RSS line(s) for {cfg.workers} '
                            f'worker(s); stderr tail:\n' + (err or out)[-2000:])
         return result
+    samples = epochs * data['n_train']   # the anchors assume 60000; count the ones really used
     result.update(raw=summary, seconds=summary['seconds'], test_acc=summary['test_acc'],
-                  # the anchors assume 60000 training samples; count the ones really used
                   samples_per_s=(summary['samples_per_s'] if cfg.kind == C.DISTSOFTMAX
-                                 else epochs * data['n_train'] / summary['seconds']))
+                                 else samples / summary['seconds']),
+                  samples_per_cpu_s=samples / result['cpu_s'] if result['cpu_s'] > 0 else None,
+                  cores_busy=result['cpu_s'] / wall)
+    # the training part's own CPU time: the C floor reports it, the probe measures the
+    # numpy floor's (both one thread, evaluation included as in their samples/s)
+    train_cpu = summary.get('cpu_s') if cfg.kind == C.NATIVE else (probe or {}).get('train_cpu_s')
+    if train_cpu:
+        result.update(train_cpu_s=train_cpu, samples_per_train_cpu_s=samples / train_cpu)
+    if probe:
+        result['blas'] = {k: v for k, v in probe.items() if k != 'train_cpu_s'}
     return result
 
 
@@ -147,13 +184,15 @@ def prepare_data(data_dir, synthetic, where, package):
     """Real data, or SYNTHETIC samples written as IDX files so that the anchors,
     which only read a directory, train on the same samples as distsoftmax."""
     if not synthetic:
-        return {'dir': str(data_dir), 'flags': [], 'n_train': 60000, 'source': str(data_dir)}
+        return {'dir': str(data_dir), 'flags': [], 'n_train': 60000, 'n_test': 10000,
+                'source': str(data_dir)}
     sys.path.insert(0, str(package))  # the snapshot's data module, not the tree's
     from distsoftmax import data
-    harness.write_idx_dir(where, data.synthetic(seed=0, n_train=synthetic))
+    drawn = data.synthetic(seed=0, n_train=synthetic)
+    harness.write_idx_dir(where, drawn)
     # --no-verify: the SHA-256 sums are those of the real files
     return {'dir': str(where), 'flags': ['--no-verify'], 'n_train': synthetic,
-            'source': f'synthetic, {synthetic} training samples'}
+            'n_test': len(drawn.test_labels), 'source': f'synthetic, {synthetic} training samples'}
 
 
 def warm_up(data, package, torch_python=None):

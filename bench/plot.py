@@ -14,7 +14,7 @@ SERIES = (  # label, (workers, config) points, matplotlib style
     ('mpirun --layout mpi', ((2, C.MPI_NP2),), '^'),
     ('torchrun tuned', ((1, C.TORCH_TUNED), (2, C.TORCHRUN_TUNED)), 'x:'),
 )
-LINES = ((C.LOCAL, 'red'), (C.DEVICES_CPU2, 'purple'), (C.NUMPY_FLOOR, 'green'),
+LINES = ((C.C_FLOOR, 'black'), (C.LOCAL, 'red'), (C.DEVICES_CPU2, 'purple'), (C.NUMPY_FLOOR, 'green'),
          (C.TEXTBOOK, 'grey'), (C.TORCH_TYPICAL, 'orange'))
 
 

@@ -40,7 +40,7 @@ def by_round(runs):
 def round_ratios(runs, num, den, key=C.SAMPLES):
     """num/den per round: the two runs of a round ran a few seconds apart."""
     return [pair[num][key] / pair[den][key] for _, pair in sorted(by_round(runs).items())
-            if num in pair and den in pair]
+            if num in pair and den in pair and pair[num].get(key) and pair[den].get(key)]
 
 
 @dataclass
@@ -64,8 +64,9 @@ def evaluate(target, runs):
     """TARGET's value in each round that has its runs, and their median."""
     per_round = []
     for _, pair in sorted(by_round(runs).items()):
-        nums = [(metric(pair[c.name], target.metric), c.name) for c in target.num if c.name in pair]
-        if not nums or (target.den and target.den.name not in pair):
+        nums = [(metric(pair[c.name], target.metric), c.name) for c in target.num
+                if c.name in pair and pair[c.name].get(target.metric) is not None]
+        if not nums or (target.den and not (pair.get(target.den.name) or {}).get(target.metric)):
             continue
         value, name = max(nums)
         if target.den:
@@ -83,7 +84,7 @@ def shown(outcome):
     if not outcome.measured:
         return '-'
     if t.den:
-        text = f'{outcome.value:.2f}x'
+        text = f'{outcome.value:.3f}x' if outcome.value < 0.1 else f'{outcome.value:.2f}x'
     else:
         text = f'{outcome.value:.0f} {C.UNITS[t.metric]}' if t.metric == C.RSS \
             else f'{outcome.value:.2f} {C.UNITS[t.metric]}'
@@ -103,21 +104,29 @@ def config_row(runs, cfg):
     good, failed = ok_runs(runs, cfg.name), len(failed_runs(runs, cfg.name))
     note = cfg.note + (f'; {failed} run(s) failed, see results.json' if failed else '')
     if not good:
-        return f'| {cfg.name} | {cfg.label} | {cfg.workers} | failed | | | | | {note} |'
+        return f'| {cfg.name} | {cfg.label} | {cfg.workers} | failed | | | | | | | {note} |'
     sps = [r[C.SAMPLES] for r in good]
+    per_cpu = [r[C.CPU_SAMPLES] for r in good if r.get(C.CPU_SAMPLES)]
+    busy = [r['cores_busy'] for r in good if r.get('cores_busy')]
     vs_local = round_ratios(runs, cfg.name, C.LOCAL.name)
     x_local = f'{statistics.median(vs_local):.2f}' if vs_local else '-'
     return (f'| {cfg.name} | {cfg.label} | {cfg.workers} | {statistics.median(sps):,.0f} '
-            f'({min(sps):,.0f}-{max(sps):,.0f}) | {x_local} | '
-            f'{statistics.median(r[C.WALL] for r in good):.2f} | '
+            f'({min(sps):,.0f}-{max(sps):,.0f}) | '
+            + (f'{statistics.median(per_cpu):,.0f} | ' if per_cpu else '- | ')
+            + (f'{statistics.median(busy):.2f} | ' if busy else '- | ')
+            + f'{x_local} | {statistics.median(r[C.WALL] for r in good):.2f} | '
             f'{statistics.median(metric(r, C.RSS) for r in good):.0f} | '
             f'{statistics.median(r["test_acc"] for r in good):.4f} | {note} |')
 
 
-def results_table(runs, configs):
-    head = ('| config | what ran | workers | samples/s median (min-max) | x local | '
-            'wall s median | peak RSS MB/worker median | test acc | note |')
-    return '\n'.join([head, '|' + '---|' * 9] + [config_row(runs, c) for c in configs])
+RESULTS_HEAD = ('| config | what ran | workers | samples/s median (min-max) | '
+                'samples per CPU-s, whole process, median | cores busy | x local | '
+                'wall s median | peak RSS MB/worker median | test acc | note |')
+
+
+def results_table(runs, configs, extra_rows=()):
+    return '\n'.join([RESULTS_HEAD, '|' + '---|' * 11] + [config_row(runs, c) for c in configs]
+                     + list(extra_rows))
 
 
 def targets_table(outcomes, with_status=True):
