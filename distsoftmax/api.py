@@ -37,6 +37,9 @@ def run(cfg, session):
     """The command of a configuration (config.Train or config.Evaluate) in a
     session: what train(), evaluate() and the CLI all call."""
     startup.prepare()
+    if isinstance(cfg, config.Env):
+        from . import environment
+        return environment.main(as_json=cfg.as_json)
     from . import data       # numpy and its BLAS: after prepare() set their threads
     pending = data.prefetch(cfg.data, cfg.seed) if isinstance(cfg, config.Train) else None
     from . import job        # mxnet: its import overlaps the data read

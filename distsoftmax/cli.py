@@ -14,7 +14,7 @@ from . import __version__, config, ending, launchers, startup, watchdog
 from .errors import UsageError
 from .session import Session
 
-COMMANDS = ('train', 'evaluate')
+COMMANDS = ('train', 'evaluate', 'env')
 FLOAT32_MAX = 3.4028234663852886e38
 EXIT_CODES = ('exit codes: 0 done; 1 a run error (data, checkpoint, divergence, a failed or stalled rank, '
               'an output that cannot be written); 2 bad flags; 130 SIGINT; 138 SIGUSR1 (a graceful stop, '
@@ -133,9 +133,15 @@ def parser():
                          + ENVIRONMENT + '\n' + EXIT_CODES + '\n',
                   formatter_class=_Formatter)
     top.add_argument('--version', action='version', version=f'distsoftmax {__version__}')
-    sub = top.add_subparsers(dest='command', metavar='{train,evaluate}', parser_class=_Parser)
+    sub = top.add_subparsers(dest='command', metavar='{train,evaluate,env}', parser_class=_Parser)
     _train_flags(sub, top)
     _evaluate_flags(sub)
+    e = sub.add_parser('env', prog='distsoftmax env', formatter_class=_Formatter, usage='distsoftmax env [--json]',
+                       help="what this machine gives a run: the mxnet build, GPUs, Horovod's build, MPI, "
+                            'the data, the launcher and the layout auto picks',
+                       description='Report the environment a run would see, and what the package would pick.')
+    e.add_argument('--json', action='store_true', help='as one JSON object')
+    e.add_argument('--debug', action='store_true', help='show tracebacks of errors')
     return top
 
 
@@ -192,6 +198,8 @@ def parse(argv):
     if not argv or argv[0] not in COMMANDS + ('--version',):   # --help too: train's flags
         argv.insert(0, 'train')
     a = parser().parse_args(argv)
+    if a.command == 'env':
+        return config.Env(as_json=a.json), a.debug
     given = a.data_dir is not None or a.synthetic is not None
     data = config.Data(data_dir=a.data_dir, synthetic=a.synthetic, verify=not a.no_verify)
     devices = a.devices or config.Devices()

@@ -80,6 +80,12 @@ class Train:
 
 
 @dataclass(frozen=True)
+class Env:
+    """`distsoftmax env`: the environment report (environment.py)."""
+    as_json: bool = False
+
+
+@dataclass(frozen=True)
 class Evaluate:
     checkpoint_dir: str
     data: Optional[Data] = None         # None: the data the checkpoint was trained on

@@ -1,6 +1,7 @@
 """--devices as MXNet contexts."""
 import mxnet as mx
 
+from . import environment
 from .errors import UsageError
 
 
@@ -21,7 +22,9 @@ def one_context(devices, local_rank):
         return [mx.cpu()]
     gpus = num_gpus()
     if devices.kind == 'gpu' and gpus == 0:
-        raise UsageError(f'--devices {devices}: no GPU found; use --devices cpu')
+        raise UsageError(f'--devices {devices}: no GPU found ({_which_build()}); use --devices cpu')
+    if gpus:
+        _kernels_for([local_rank % gpus])
     return [mx.gpu(local_rank % gpus)] if gpus else [mx.cpu()]
 
 
@@ -34,8 +37,22 @@ def contexts_of(devices):
         return [mx.gpu(0)] if have else [mx.cpu()]
     ids = list(range(have)) if devices.gpu_ids is None else list(devices.gpu_ids)
     if not ids or have == 0:
-        raise UsageError(f'--devices {devices}: no GPU found (this mxnet sees {have}); use --devices cpu')
+        raise UsageError(f'--devices {devices}: no GPU found ({_which_build()}); use --devices cpu')
     bad = [i for i in ids if i >= have]
     if bad:
         raise UsageError(f'--devices {devices}: no GPU {bad[0]} (this machine has {have})')
+    _kernels_for(ids)
     return [mx.gpu(i) for i in ids]
+
+
+def _which_build():
+    build = environment.mxnet_build()
+    if not build['cuda']:
+        return (f"{build['distribution']} {build['version']} is a CPU build: install mxnet-cu112==1.9.1 "
+                'for GPUs')
+    return f"{build['distribution']} {build['version']} sees 0 GPUs"
+
+
+def _kernels_for(ids):
+    """The installed mxnet's kernels run on these GPUs (environment.check_gpu_arch)."""
+    environment.check_gpu_arch([g for g in environment.gpus() if g['index'] in ids], environment.mxnet_build())
