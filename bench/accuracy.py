@@ -6,6 +6,11 @@ Trains distsoftmax in one process once per seed (`python -m distsoftmax --seed S
 its shuffle and initial weights differ from run to run) as many times. Prints
 each final test accuracy, the mean and the standard deviation of both, and
 writes ACCURACY.md and accuracy.json into --out (default bench/).
+
+Then the large-batch table: the same 5 epochs at global batches --batches
+(256, 1024, 4096, 8192), over --batch-seeds, with the textbook's fixed lr 0.1
+and with `--lr-scaling linear --warmup-epochs 1` (Goyal et al. 2017's rule,
+the warmup shortened to the run's length), so the README can say what to use.
 """
 import argparse
 import json
@@ -22,6 +27,7 @@ from bench import machine, measure  # noqa: E402
 
 TEXTBOOK = 'seed_gluonbook.py'
 WANT_MEAN = 0.822   # distsoftmax's mean over seeds 0-9 on the real data, 5 epochs (issue #16)
+SCALED = ('--lr-scaling', 'linear', '--warmup-epochs', '1')   # the large-batch rule the table measures
 
 
 def seeds(text):
@@ -50,6 +56,9 @@ def parse_args(argv):
                      help=f'Fashion-MNIST IDX files (default {measure.REAL_DATA})')
     src.add_argument('--synthetic', type=int, metavar='N',
                      help='N synthetic training samples instead (smoke runs)')
+    p.add_argument('--batches', default='256,1024,4096,8192',
+                   help="global batches of the large-batch table ('' for none; default 256,1024,4096,8192)")
+    p.add_argument('--batch-seeds', type=seeds, default=seeds('0-2'), help='seeds per cell of that table (0-2)')
     p.add_argument('--out', type=Path, default=ROOT / 'bench', help='output directory (default bench/)')
     p.add_argument('--timeout', type=float, default=600, help='seconds one run may take (default 600)')
     args = p.parse_args(argv)
@@ -59,11 +68,11 @@ def parse_args(argv):
     return args
 
 
-def run_distsoftmax(seed, args, data, package, scratch):
+def run_distsoftmax(seed, args, data, package, scratch, flags=()):
     """Final test accuracy of one seed, or the error's last line."""
-    metrics = scratch / f'seed{seed}.jsonl'
+    metrics = scratch / f"seed{seed}{'-'.join(flags)}.jsonl"
     argv = [measure.PY, '-m', 'distsoftmax', '--seed', str(seed), '--epochs', str(args.epochs),
-            '--quiet', '--metrics', str(metrics), '--data-dir', data['dir'], *data['flags']]
+            '--quiet', '--metrics', str(metrics), '--data-dir', data['dir'], *data['flags'], *flags]
     rc, out, err, wall = measure.execute(argv, package, measure.worker_env(package), args.timeout)
     summary = measure.distsoftmax_summary(metrics) if rc == 0 else None
     if summary is None:
@@ -135,7 +144,30 @@ Mean over the seeds >= {WANT_MEAN} (issue #16, real data): {result['verdict']}.
 Final test accuracy per seed: {per_seed}.
 
 Textbook, per run: {per_run}.
-"""
+{batch_table(result)}"""
+
+
+def batch_table(result):
+    rows = result.get('batches') or []
+    if not rows:
+        return ''
+    seeds_ = ','.join(map(str, result['batch_seeds']))
+    out = [f"""
+## Large global batches
+
+{result['epochs']} epochs at each global batch (one process: every layout computes the same), seeds {seeds_};
+`none` keeps lr 0.1, `linear+warmup` is `{' '.join(SCALED)}` (lr x batch/256,
+reached linearly over the first epoch).
+
+| global batch | none: mean test acc | sd | linear+warmup: mean test acc | sd |
+|---|---|---|---|---|"""]
+    for row in rows:
+        cells = []
+        for key in ('none', 'linear'):
+            st = row[key]['stats']
+            cells += [f"{st['mean']:.4f}", f"{st['sd']:.4f}"] if st else ['-', '-']
+        out.append(f"| {row['batch']} | " + ' | '.join(cells) + ' |')
+    return '\n'.join(out) + '\n'
 
 
 def measure_all(args, data, package, scratch):
@@ -151,6 +183,21 @@ def measure_all(args, data, package, scratch):
     return ours, book
 
 
+def measure_batches(args, data, package, scratch):
+    """The large-batch table: per batch, the runs without and with the scaling rule."""
+    rows = []
+    for batch in [int(b) for b in args.batches.split(',') if b.strip()]:
+        row = {'batch': batch}
+        for key, flags in (('none', ()), ('linear', SCALED)):
+            runs = [run_distsoftmax(seed, args, data, package, scratch, ('--batch-size', str(batch), *flags))
+                    for seed in args.batch_seeds]
+            row[key] = {'runs': runs, 'stats': stats(runs)}
+            st = row[key]['stats']
+            print(f"batch {batch} {key}: " + (f"mean {st['mean']:.4f}" if st else 'no run finished'), flush=True)
+        rows.append(row)
+    return rows
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -161,9 +208,11 @@ def main(argv=None):
         data = measure.prepare_data(args.data_dir, args.synthetic, scratch / 'data', package)
         info = machine.basics(package)
         ours, book = measure_all(args, data, package, scratch)
+        batches = measure_batches(args, data, package, scratch)
     result = {'machine': info, 'data': data['source'], 'epochs': args.epochs, 'seeds': args.seeds,
               'distsoftmax': {'runs': ours, 'stats': stats(ours)},
-              'textbook': {'runs': book, 'stats': stats(book)}}
+              'textbook': {'runs': book, 'stats': stats(book)},
+              'batches': batches, 'batch_seeds': args.batch_seeds}
     result['verdict'] = verdict(result['distsoftmax']['stats'], not args.synthetic)
     for name in ('distsoftmax', 'textbook'):
         s = result[name]['stats']
@@ -172,7 +221,8 @@ def main(argv=None):
     (args.out / 'accuracy.json').write_text(json.dumps(result, indent=1) + '\n')
     (args.out / 'ACCURACY.md').write_text(markdown(result, argv))
     print(f"wrote {args.out / 'ACCURACY.md'} and accuracy.json")
-    return 1 if any('error' in r for r in ours + book) else 0
+    batch_runs = [r for row in batches for key in ('none', 'linear') for r in row[key]['runs']]
+    return 1 if any('error' in r for r in ours + book + batch_runs) else 0
 
 
 if __name__ == '__main__':

@@ -61,6 +61,16 @@ def _seed(text):
     return value
 
 
+def _warmup(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not 0 <= value < float('inf'):
+        raise argparse.ArgumentTypeError(f'{text} must be 0 or more')
+    return value
+
+
 def _devices(text):
     try:
         return config.Devices.parse(text)
@@ -155,6 +165,12 @@ def _train_flags(sub, top):
                         'workers x devices; every update divides by it, the last batch of an epoch too')
     t.add_argument('--lr', type=_number(float, high=FLOAT32_MAX), default=0.1,
                    help='SGD learning rate (not rescaled by the worker count)')
+    t.add_argument('--lr-scaling', choices=('none', 'linear', 'sqrt'), default='none',
+                   help='scale --lr for the global batch: lr x (batch / 256) (linear, Goyal et al. 2017) or '
+                        'x sqrt(batch / 256); none keeps the textbook\'s math in every layout')
+    t.add_argument('--warmup-epochs', type=_warmup, default=0.0, metavar='E',
+                   help='raise the learning rate linearly, step by step, over the first E epochs (with '
+                        '--lr-scaling linear for large batches, as Goyal et al. do)')
     t.add_argument('--seed', type=_seed, default=0, help="seed of the initial weights and every epoch's shuffle")
     t.add_argument('--drop-last', action='store_true',
                    help="skip each epoch's last, partial batch (PyTorch's drop_last=True)")
@@ -173,6 +189,11 @@ def _train_flags(sub, top):
                         'first epoch)')
     t.add_argument('--metrics', metavar='FILE.jsonl', help='one JSON object per epoch, then a summary')
     t.add_argument('--plot', metavar='FILE.png', help='plot loss and accuracy per epoch')
+    t.add_argument('--log-dir', metavar='DIR',
+                   help='a run directory for other tools, written by rank 0 after every epoch: config.json '
+                        '(every flag, versions, hosts, devices, start time, git commit), metrics.jsonl, '
+                        'metrics.csv, TensorBoard events (loss and accuracies per epoch, loss per step), '
+                        'history.png')
     t.add_argument('--quiet', action='store_true',
                    help='no progress bar and no epoch lines; errors and the done line still print')
     t.add_argument('--timestamps', action='store_true', help='an ISO 8601 time before each log line')
@@ -209,10 +230,11 @@ def parse(argv):
     if (a.resume or a.overwrite) and not a.checkpoint_dir:
         raise UsageError(f"{'--resume' if a.resume else '--overwrite'} needs --checkpoint-dir DIR")
     stamps = a.timestamps or os.environ.get('DISTSOFTMAX_TIMESTAMPS', '') not in ('', '0')
-    return config.Train(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed, drop_last=a.drop_last,
+    return config.Train(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, lr_scaling=a.lr_scaling,
+                        warmup_epochs=a.warmup_epochs, seed=a.seed, drop_last=a.drop_last,
                         data=data, devices=devices, layout=a.layout, fp16_allreduce=a.fp16_allreduce,
                         checkpoint_dir=a.checkpoint_dir, resume=a.resume, overwrite=a.overwrite,
-                        metrics=a.metrics, plot=a.plot, quiet=a.quiet, timestamps=stamps,
+                        metrics=a.metrics, plot=a.plot, log_dir=a.log_dir, quiet=a.quiet, timestamps=stamps,
                         dry_run=a.dry_run, timeout=a.timeout), a.debug
 
 

@@ -62,6 +62,8 @@ class Train:
     epochs: int = 5
     batch_size: int = 256               # global: split over every worker and device
     lr: float = 0.1
+    lr_scaling: str = 'none'            # task.SCALINGS: the lr of the global batch
+    warmup_epochs: float = 0.0          # linear warmup, per step
     seed: int = 0
     drop_last: bool = False
     data: Data = Data()
@@ -73,6 +75,7 @@ class Train:
     overwrite: bool = False
     metrics: Optional[str] = None
     plot: Optional[str] = None
+    log_dir: Optional[str] = None       # records.py's run directory
     quiet: bool = False
     timestamps: bool = False
     dry_run: bool = False

@@ -13,7 +13,7 @@ import sys
 import time
 import traceback
 
-from . import launchers
+from . import launchers, report
 
 SIGNAL_SPREAD = 0.5     # s
 from .errors import Interrupted, PeerFailed, UserError
@@ -50,7 +50,7 @@ def end(error, session, debug=False):
         else:
             speak, prefix = (rank == 0, '') if held else (True, f'rank {rank}: ')
         if speak and (session.cli or not held):   # a library call raises what it would say
-            say(error, debug, prefix)
+            say(error, debug, prefix, stamp=session.timestamps)
     if layout is not None and not alone:
         if held and not isinstance(error, PeerFailed):
             layout.barrier()          # rank 0's line is out before any rank exits
@@ -74,13 +74,14 @@ def _signal_speaker(error, layout):
     return False, ''
 
 
-def say(error, debug, prefix=''):
+def say(error, debug, prefix='', stamp=False):
     if debug or not isinstance(error, (UserError, Interrupted)):
         traceback.print_exception(error)
         return
     kind = 'error: ' if isinstance(error, UserError) else ''
+    when = report.stamp() + ' ' if stamp else ''
     try:
-        sys.stderr.write(f'distsoftmax: {kind}{prefix}{error}\n')
+        sys.stderr.write(f'{when}distsoftmax: {kind}{prefix}{error}\n')
         sys.stderr.flush()
     except (OSError, ValueError):
         pass   # stderr itself is gone: the exit code still says it

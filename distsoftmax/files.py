@@ -2,7 +2,7 @@
 import os
 import tempfile
 
-from .errors import UserError
+from .errors import OutputError, UserError
 
 
 def write_atomic(path, write, durable=False):
@@ -33,6 +33,19 @@ def fsync_dir(path):
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def check_output_dir(flag, path):
+    """An output directory that cannot be written fails before any training; it is
+    made if missing. Raises OutputError naming the flag."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise OutputError(f'{flag} {path}: exists and is not a directory')
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix='.distsoftmax-probe'):
+            pass
+    except OSError as e:
+        raise OutputError(f'{flag} {path}: cannot write there ({e.strerror})') from None
 
 
 def check_output_file(flag, path):

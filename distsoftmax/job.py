@@ -9,7 +9,7 @@ the data read first, so that the two overlap.
 import json
 import time
 
-from . import checkpoint, data as datasets, files, layout as layouts, loop, model, report, result, shard
+from . import checkpoint, data as datasets, files, layout as layouts, loop, model, records, report, result, shard
 from .errors import CheckpointError, Interrupted, LayoutError, OutputError, UsageError
 from .task import Task
 
@@ -24,37 +24,48 @@ def train(cfg, session, pending):
     layout = layouts.start(cfg.layout, cfg.devices, session, cfg.timeout)              # distributed: join the job
     data, plan, state = layout.agree(lambda: _checks(cfg, task, layout, pending, session))  # distributed
     layout.agree_equal(datasets.digest(data.identity), what='data')     # distributed: the same data
+    every_rank = layout.every_rank()                                        # distributed: hosts, devices
     log = report.Log(main=layout.is_main, quiet=cfg.quiet, timestamps=cfg.timestamps)
+    session.timestamps = cfg.timestamps
+    where = layout.describe(every_rank)
     if cfg.dry_run:
-        log.always(f'dry run: {layout.describe()}, {len(plan.step_sizes)} steps an epoch: every check passed')
+        log.always(f'dry run: {where}, {len(plan.step_sizes)} steps an epoch: every check passed')
         layout.close()
         return None
     if cfg.resume and state is None:
         log.warn(f'no checkpoint in {cfg.checkpoint_dir}: starting fresh')
+    runlog = _records(cfg, task, layout, every_rank, session)
     device_data = loop.DeviceData(data, layout.contexts)
     net = model.build_net(task, layout.contexts)
-    trainer = layout.trainer(net.collect_params(), task.optimizer, cfg.fp16_allreduce)
+    trainer = layout.trainer(net.collect_params(), task.bound_optimizer(plan), cfg.fp16_allreduce)
     done = checkpoint.restore(cfg.checkpoint_dir, state, net, trainer, layout)  # distributed: rank 0's state
     history = list(state['metrics']) if state else []
+    log.start(where=where, task=task, plan=plan, epochs=cfg.epochs, source=data.source, outputs=_outputs(cfg))
     log.resumed(cfg, done)
     t_train = time.perf_counter()
     try:
-        for metrics in loop.fit(net=net, trainer=trainer, layout=layout, data=device_data, plan=plan,
-                                task=task, epochs=range(done, cfg.epochs), signals=session.signals,
-                                progress=log.progress(cfg.epochs)):
+        for metrics, step_loss in loop.fit(net=net, trainer=trainer, layout=layout, data=device_data, plan=plan,
+                                           task=task, epochs=range(done, cfg.epochs), signals=session.signals,
+                                           progress=log.progress(cfg.epochs)):
             history.append(metrics)
             if layout.is_main:
                 layout.mark(f"writing epoch {metrics['epoch']}'s checkpoint and metrics")
                 _save(cfg, task, net, trainer, history, data)
-            log.epoch(metrics, saved_in=cfg.checkpoint_dir)
+                if runlog:
+                    runlog.epoch(history, step_loss, first_step=(metrics['epoch'] - 1) * len(plan.step_sizes),
+                                 title=report.run_title(task, layout, len(history)))
+            log.epoch(metrics)
         session.signals.check(cfg.epochs - 1)              # a signal after the last step still counts
     except Interrupted as e:
         raise Interrupted(e.signum, _kept(str(e), cfg, history)) from None
+    finally:
+        log.close_bar()                                    # before any line that follows
     seconds = time.perf_counter() - t_train
     in_sync = layout.replicas_identical(net.collect_params())   # distributed: digests compared
-    summary = report.summary(history, done, seconds, time.perf_counter() - t_start, layout, in_sync)
+    summary = report.summary(history, done, seconds, time.perf_counter() - t_start, layout, in_sync,
+                             task=task, cfg=cfg, every_rank=every_rank)
     if layout.is_main:
-        _finish(cfg, task, history, summary, log)
+        _finish(cfg, task, history, summary, log, runlog)
     if not in_sync:
         raise LayoutError('the replicas hold different parameters after training')
     layout.close()                                         # distributed: leave the job
@@ -90,6 +101,8 @@ def _checks(cfg, task, layout, pending, session):
         for flag, path in (('--metrics', cfg.metrics), ('--plot', cfg.plot)):
             if path:
                 files.check_output_file(flag, path)
+        if cfg.log_dir:
+            records.check(cfg.log_dir)
         if cfg.checkpoint_dir:
             state = checkpoint.open_for_training(cfg.checkpoint_dir, resume=cfg.resume, overwrite=cfg.overwrite,
                                                  flags=task.math_flags(data.identity), session=session)
@@ -124,19 +137,36 @@ def _kept(message, cfg, history):
     return f"{message}; the last completed epoch ({history[-1]['epoch']}) stays in {cfg.checkpoint_dir}"
 
 
-def _finish(cfg, task, history, summary, log):
+def _records(cfg, task, layout, every_rank, session):
+    """Rank 0's --log-dir run directory (records.py), closed with the session; else None."""
+    if not (cfg.log_dir and layout.is_main):
+        return None
+    runlog = records.Records(cfg.log_dir, cfg=cfg, task=task, layout=layout, every_rank=every_rank,
+                             started=report.stamp())
+    session.callback(runlog.close)
+    return runlog
+
+
+def _outputs(cfg):
+    """[(what, path)] of what the run writes, for the start and done lines."""
+    return [(what, path) for what, path in (('checkpoints', cfg.checkpoint_dir), ('metrics', cfg.metrics),
+                                            ('log dir', cfg.log_dir), ('plot', cfg.plot)) if path]
+
+
+def _finish(cfg, task, history, summary, log, runlog):
     """Rank 0, after training: the metrics' summary, the plot, the done line; a
     write that fails is said once, after the done line, naming what was kept."""
     kept = _kept_checkpoint(cfg, len(history))
     failed = []
+    title = report.run_title(task, None, len(history), summary=summary)
     for write in (lambda: cfg.metrics and report.write_metrics(cfg.metrics, history, summary),
-                  lambda: cfg.plot and history and report.plot_history(cfg.plot, history,
-                                                                        report.run_title(task, summary))):
+                  lambda: runlog and runlog.finish(history, summary),
+                  lambda: cfg.plot and history and report.plot_history(cfg.plot, history, title)):
         try:
             write()
         except OutputError as e:
             failed.append(str(e))
-    log.done(summary)
+    log.done(summary, outputs=_outputs(cfg))
     if failed:
         raise OutputError('; '.join(failed) + f'; {kept}')
     log.check_streams(kept)

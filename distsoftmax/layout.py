@@ -154,9 +154,19 @@ class Layout(abc.ABC):
         """Whether error says that another rank failed or left."""
         return False
 
-    def describe(self):
-        devices = ', '.join(str(c) for c in self.contexts)
-        return f'{self.name}, {self.size} worker(s) x {len(self.contexts)} device(s) ({devices})'
+    def every_rank(self):
+        """[(host, 'cpu(0),...')] of every rank, by rank."""
+        mine = f"{socket.gethostname()} {','.join(str(c) for c in self.contexts)}"
+        self.mark("the exchange of every rank's host and devices")
+        return [tuple(row.split(' ', 1)) for row in self.allgather_text(mine)]
+
+    def describe(self, every_rank=None):
+        """'horovod, 4 worker(s) x 1 device(s) (gpu(0), gpu(1), ...)': every rank's
+        devices where every_rank (every_rank()'s list) is given and they differ."""
+        devices = [d for _, d in every_rank] if every_rank else [','.join(str(c) for c in self.contexts)]
+        shown = ', '.join(devices[0].split(',')) + (' on every rank' if len(devices) > 1 else '') \
+            if len(set(devices)) == 1 else '; '.join(devices)
+        return f'{self.name}, {self.size} worker(s) x {len(self.contexts)} device(s) ({shown})'
 
 
 class Local(Layout):

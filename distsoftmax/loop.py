@@ -76,7 +76,8 @@ def _blocks(*, layout, data, plan, seed, epoch):
 
 
 def train_epoch(*, objective, trainer, layout, data, plan, seed, epoch, signals, progress=None):
-    """One epoch; returns (loss sum, correct count) over every worker, exact, float64.
+    """One epoch; returns (loss sum, correct count, each step's mean loss per sample)
+    over every worker, exact, float64.
 
     Raises Diverged on a NaN or inf loss, errors.Interrupted when signals caught one."""
     per_ctx = [[] for _ in layout.contexts]
@@ -100,7 +101,7 @@ def train_epoch(*, objective, trainer, layout, data, plan, seed, epoch, signals,
     bad = np.flatnonzero(~np.isfinite(per_step[:, 0]))
     if len(bad):
         raise Diverged(f'diverged at epoch {epoch + 1}, step {bad[0] + 1}: lower --lr')
-    return per_step[:, 0].sum(), per_step[:, 1].sum()
+    return per_step[:, 0].sum(), per_step[:, 1].sum(), np.ravel(per_step[:, 0]) / np.asarray(plan.step_sizes)
 
 
 def predict_counts(net, data, layout, *, num_classes, confusion=False):
@@ -124,18 +125,19 @@ def predict_counts(net, data, layout, *, num_classes, confusion=False):
 
 
 def fit(*, net, trainer, layout, data, plan, task, epochs, signals, progress=None):
-    """Train the epochs (a range of 0-based indices); yield each one's metrics:
-    epoch (1-based), train_loss (mean per sample), train_acc, test_acc, samples,
-    seconds (wall, evaluation included) and samples_per_s."""
+    """Train the epochs (a range of 0-based indices); yield for each (metrics,
+    step_loss): metrics the dict of epoch (1-based), train_loss (mean per
+    sample), train_acc, test_acc, samples, seconds (wall, evaluation included)
+    and samples_per_s; step_loss float64 (steps,), each step's mean loss."""
     objective = Objective(net)
     objective.hybridize(static_alloc=True, static_shape=True)
     for epoch in epochs:
         t0 = time.perf_counter()
         bar = progress(epoch) if progress else None
-        loss_sum, correct = train_epoch(objective=objective, trainer=trainer, layout=layout, data=data,
+        loss_sum, correct, step_loss = train_epoch(objective=objective, trainer=trainer, layout=layout, data=data,
                                         plan=plan, seed=task.seed, epoch=epoch, signals=signals, progress=bar)
         test_correct, _ = predict_counts(net, data, layout, num_classes=task.data.num_classes)
         seconds, n = time.perf_counter() - t0, plan.samples_per_epoch
         yield {'epoch': epoch + 1, 'train_loss': loss_sum / n, 'train_acc': correct / n,
                'test_acc': test_correct / data.n_test, 'samples': n, 'seconds': seconds,
-               'samples_per_s': n / seconds}
+               'samples_per_s': n / seconds}, step_loss

@@ -3,6 +3,7 @@ import datetime
 import json
 import sys
 
+from . import __version__
 from .errors import OutputError
 from .files import write_atomic, write_text
 
@@ -69,44 +70,80 @@ class Log:
         if done >= cfg.epochs:
             self.info(f'already trained {_count(done, "epoch")} (--epochs {cfg.epochs}): nothing to do')
 
-    def epoch(self, metrics, saved_in=None):
-        self.info(epoch_line(metrics) + (f', saved in {saved_in}' if saved_in else ''))
+    def start(self, *, where, task, plan, epochs, source, outputs):
+        """The start line: where it runs, what it trains, where it writes."""
+        writes = '; writes ' + ', '.join(f'{what} {path}' for what, path in outputs) if outputs else ''
+        self.info(f'start: {where}; {_count(epochs, "epoch")} of {len(plan.step_sizes)} steps (global batch '
+                  f'{task.batch_size}, lr {_lr(task)}, seed {task.seed}) on {source}{writes}')
 
-    def done(self, s):
+    def epoch(self, metrics):
+        self.info(epoch_line(metrics))
+
+    def done(self, s, outputs=()):
         if s['test_acc'] is None:
             return
         this_run = s['epochs'] - s['resumed_after']
         epochs = _count(s['epochs'], 'epoch') + (f' ({this_run} this run)' if s['resumed_after'] else '')
+        wrote = '; wrote ' + ', '.join(f'{what} {path}' for what, path in outputs) if outputs else ''
         self.always(f"done: {s['describe']}, {epochs}, {s['seconds']:.1f} s training, "
-                    f"final test acc {s['test_acc']:.4f}")
+                    f"final test acc {s['test_acc']:.4f}{wrote}")
 
     def progress(self, epochs):
-        """A per-epoch progress bar factory on a terminal, else None."""
+        """A per-epoch progress bar factory on a terminal, else None; the bar open
+        now is closed by close_bar()."""
         if not self.main or self.quiet or not sys.stderr.isatty():
             return None
-        return lambda epoch: progress_bar(epoch, epochs)
+
+        def bar(epoch):
+            self.bar = progress_bar(epoch, epochs)
+            return self.bar
+        return bar
+
+    def close_bar(self):
+        if getattr(self, 'bar', None) is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def _count(n, noun):
     return f'{n} {noun}' + ('' if n == 1 else 's')
 
 
-def summary(history, resumed_after, seconds, total_seconds, layout, in_sync):
+def summary(history, resumed_after, seconds, total_seconds, layout, in_sync, *, task, cfg, every_rank):
     """The metrics file's last object: the run as a whole."""
+    import socket
     trained = sum(m.get('samples', m['samples_per_s'] * m['seconds']) for m in history[resumed_after:])
-    return {'summary': True, 'epochs': len(history), 'resumed_after': resumed_after,
+    return {'summary': True, 'epochs': len(history), 'requested_epochs': cfg.epochs, 'resumed_after': resumed_after,
             'test_acc': history[-1]['test_acc'] if history else None,
             'seconds': seconds, 'samples_per_s': trained / seconds if seconds else 0.0,
             'total_seconds': total_seconds, 'layout': layout.name, 'world_size': layout.size,
-            'devices': len(layout.contexts), 'describe': layout.describe(),
+            'devices': len(layout.contexts), 'describe': layout.describe(every_rank),
+            'lr': task.lr, 'batch_size': task.batch_size, 'seed': task.seed, 'drop_last': task.drop_last,
+            'version': __version__, 'host': socket.gethostname(), 'started': started_at(total_seconds),
             'replicas_identical': in_sync,
             # the longest a rank waited between two marks once training began (watchdog.py)
             'longest_wait_s': layout.watchdog.longest if layout.watchdog else None}
 
 
-def run_title(task, s):
-    return (f"{s['layout']}, {s['world_size']} worker(s) x {s['devices']} device(s); "
-            f"lr {task.lr}, global batch {task.batch_size}, {_count(s['epochs'], 'epoch')}, seed {task.seed}")
+def started_at(total_seconds):
+    """The run's start as RFC 3339: now less its seconds."""
+    start = datetime.datetime.now().astimezone() - datetime.timedelta(seconds=total_seconds)
+    return start.isoformat(timespec='seconds')
+
+
+def run_title(task, layout, epochs, summary=None):
+    """The plot's title: where (a layout, or a summary's words for it) and what."""
+    where = (f"{summary['layout']}, {summary['world_size']} worker(s) x {summary['devices']} device(s)"
+             if summary else f'{layout.name}, {layout.size} worker(s) x {len(layout.contexts)} device(s)')
+    return f"{where}; lr {_lr(task)}, global batch {task.batch_size}, {_count(epochs, 'epoch')}, seed {task.seed}"
+
+
+def _lr(task):
+    """The learning rate in words: its scaling and warmup where they are on."""
+    o = task.optimizer
+    scaled = f' ({o.scaling}: {o.scaled_lr(task.batch_size):g})' if o.scaling != 'none' else ''
+    warm = f', warmup {o.warmup_epochs:g} epochs' if o.warmup_epochs else ''
+    return f'{o.lr:g}{scaled}{warm}'
 
 
 def evaluation(e, plot=None):
@@ -119,6 +156,7 @@ def evaluation(e, plot=None):
     if plot:
         plot_confusion(plot, e.confusion, e.classes, f'{e.checkpoint_dir}, epoch {e.epoch}: '
                                                      f'test acc {e.test_acc:.4f}')
+        print(f'confusion matrix plot: {plot}')
 
 
 def epoch_line(m):
@@ -199,10 +237,13 @@ def confusion_figure(matrix, classes, title=''):
 
 
 def confusion_table(matrix, classes):
-    short = [c[:8] for c in classes]
-    rows = ['true \\ pred  ' + ' '.join(f'{c:>8}' for c in short)]
+    """Full class names: each column as wide as its name (and its counts)."""
+    corner = 'true \\ pred'
+    first = max(len(corner), *map(len, classes))
+    widths = [max(len(c), len(str(int(matrix[:, j].max()))) if len(matrix) else 1) for j, c in enumerate(classes)]
+    rows = [f'{corner:<{first}}  ' + ' '.join(f'{c:>{w}}' for c, w in zip(classes, widths))]
     for name, row in zip(classes, matrix):
-        rows.append(f'{name[:12]:<12} ' + ' '.join(f'{int(v):>8}' for v in row))
+        rows.append(f'{name:<{first}}  ' + ' '.join(f'{int(v):>{w}}' for v, w in zip(row, widths)))
     return '\n'.join(rows)
 
 
@@ -211,7 +252,7 @@ def per_class_table(matrix, classes):
     for i, (name, row) in enumerate(zip(classes, matrix)):
         total = row.sum()
         acc = row[i] / total if total else float('nan')
-        rows.append(f'  {name:<12} {acc:.3f}  ({int(row[i])}/{int(total)})')
+        rows.append(f'  {name:<{max(map(len, classes))}} {acc:.3f}  ({int(row[i])}/{int(total)})')
     return '\n'.join(rows)
 
 
@@ -230,4 +271,5 @@ def progress_bar(epoch, epochs):
         bar.update(1)
         if step == total:
             bar.close()
+    update.close = bar.close   # Log.close_bar: before a message, such as an interrupt's
     return update

@@ -21,6 +21,7 @@ class Session(contextlib.ExitStack):
         self.cli = cli
         self.signals = Signals()
         self.layout = None          # set by layout.start() once this process joined a job
+        self.timestamps = False     # the run's --timestamps: its error line is stamped too
 
     def __enter__(self):
         super().__enter__()

@@ -56,14 +56,54 @@ FASHION_MNIST = DataSpec(
              'sandal', 'shirt', 'sneaker', 'bag', 'ankle boot'))
 
 
+# --lr-scaling: the learning rate of a global batch B is lr * f(B / REFERENCE_BATCH).
+# linear: Goyal et al. 2017, "Accurate, Large Minibatch SGD" (with a gradual warmup),
+# as Horovod's examples scale by the worker count; sqrt: Krizhevsky 2014, "One weird trick"
+REFERENCE_BATCH = TEXTBOOK_BATCH
+SCALINGS = {'none': lambda k: 1.0, 'linear': lambda k: k, 'sqrt': lambda k: k ** 0.5}
+
+
+class LinearWarmup:
+    """The learning rate at update n (1, 2, ...): base_lr * n / steps for the first
+    `steps` updates, then base_lr (Goyal et al.'s gradual warmup, per step). An
+    MXNet lr_scheduler: the optimizer calls it with its update count, which a
+    checkpoint keeps, so a resumed run continues the same schedule."""
+
+    def __init__(self, base_lr, steps):
+        self.base_lr, self.steps = base_lr, max(int(steps), 1)
+
+    def __call__(self, num_update):
+        return self.base_lr * min(1.0, num_update / self.steps)
+
+
 @dataclass(frozen=True)
-class Optimizer:
-    """Gluon's optimizer name and its keyword parameters (a tuple of pairs, so the value stays frozen)."""
-    name: str = 'sgd'
-    params: Tuple[Tuple[str, float], ...] = (('learning_rate', TEXTBOOK_LR),)
+class Bound:
+    """An optimizer for one run's plan: what Layout.trainer() is given."""
+    name: str
+    params: Tuple[Tuple[str, object], ...]
 
     def kwargs(self):
         return dict(self.params)
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    """Gluon's optimizer name, the learning rate, and its one schedule: --lr-scaling
+    for the global batch, then --warmup-epochs of linear warmup, per step."""
+    name: str = 'sgd'
+    lr: float = TEXTBOOK_LR
+    scaling: str = 'none'
+    warmup_epochs: float = 0.0
+
+    def scaled_lr(self, batch_size):
+        return self.lr * SCALINGS[self.scaling](batch_size / REFERENCE_BATCH)
+
+    def bind(self, *, batch_size, steps_per_epoch):
+        params = [('learning_rate', self.scaled_lr(batch_size))]
+        if self.warmup_epochs:
+            params.append(('lr_scheduler', LinearWarmup(self.scaled_lr(batch_size),
+                                                        round(self.warmup_epochs * steps_per_epoch))))
+        return Bound(self.name, tuple(params))
 
 
 def softmax_regression(spec):
@@ -75,7 +115,7 @@ def softmax_regression(spec):
 
 # the checkpoint's math flags: key -> the flag that sets it (in messages)
 MATH_FLAGS = {'batch_size': '--batch-size', 'lr': '--lr', 'seed': '--seed', 'drop_last': '--drop-last',
-              'data': 'the data'}
+              'lr_scaling': '--lr-scaling', 'warmup_epochs': '--warmup-epochs', 'data': 'the data'}
 
 
 @dataclass(frozen=True)
@@ -93,17 +133,22 @@ class Task:
     @classmethod
     def of(cls, cfg):
         """The task of a config.Train."""
-        return cls(optimizer=Optimizer(params=(('learning_rate', cfg.lr),)), batch_size=cfg.batch_size,
-                   seed=cfg.seed, drop_last=cfg.drop_last)
+        return cls(optimizer=Optimizer(lr=cfg.lr, scaling=cfg.lr_scaling, warmup_epochs=cfg.warmup_epochs),
+                   batch_size=cfg.batch_size, seed=cfg.seed, drop_last=cfg.drop_last)
 
     @property
     def lr(self):
-        return self.optimizer.kwargs()['learning_rate']
+        return self.optimizer.lr
+
+    def bound_optimizer(self, plan):
+        """The optimizer for plan (shard.EpochPlan): its lr scaled and its warmup in steps."""
+        return self.optimizer.bind(batch_size=self.batch_size, steps_per_epoch=len(plan.step_sizes))
 
     def math_flags(self, identity):
         """What a checkpoint must share with a run that resumes it; identity: the data's
         (data.Dataset.identity). Keys are MATH_FLAGS'."""
-        values = {'batch_size': self.batch_size, 'lr': self.lr, 'seed': self.seed,
-                  'drop_last': self.drop_last, 'data': identity}
+        values = {'batch_size': self.batch_size, 'lr': self.lr, 'seed': self.seed, 'drop_last': self.drop_last,
+                  'lr_scaling': self.optimizer.scaling, 'warmup_epochs': self.optimizer.warmup_epochs,
+                  'data': identity}
         assert values.keys() == MATH_FLAGS.keys()
         return values

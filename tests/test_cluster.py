@@ -39,7 +39,7 @@ def require_cluster():
 
 def cluster_env(**extra):
     """harness.env plus the worktree first on sys.path of every process."""
-    e = env(PYTHONPATH=ROOT, **extra)
+    e = env(**{'PYTHONPATH': ROOT, **extra})
     e['PATH'] = e['PATH'] + ':/usr/sbin:/sbin'
     return e
 

@@ -12,7 +12,7 @@ from distsoftmax import data
 from distsoftmax.cli import parse
 
 EPOCH_LINE = (r'^epoch \d+, loss \d+\.\d{4}, train acc \d\.\d{3}, test acc \d\.\d{3}, \d+\.\d s, '
-              r'\d+ samples/s(, saved in \S+)?$')
+              r'\d+ samples/s$')
 
 
 def test_run_prints_epoch_lines_and_writes_its_files(tmp_path):
@@ -21,8 +21,12 @@ def test_run_prints_epoch_lines_and_writes_its_files(tmp_path):
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     import re
-    assert [bool(re.match(EPOCH_LINE, line)) for line in lines[:3]] == [True] * 3, lines
-    assert lines[3].startswith('done: local, 1 worker(s) x 1 device(s)') and 'final test acc' in lines[3]
+    assert lines[0].startswith('start: local, 1 worker(s) x 1 device(s) (cpu(0)); 3 epochs of 12 steps '
+                               '(global batch 256, lr 0.1, seed 0) on synthetic(seed=0); writes checkpoints '), lines
+    assert [bool(re.match(EPOCH_LINE, line)) for line in lines[1:4]] == [True] * 3, lines
+    assert lines[4].startswith('done: local, 1 worker(s) x 1 device(s)') and 'final test acc' in lines[4]
+    assert lines[4].endswith(f"; wrote checkpoints {tmp_path / 'ck'}, metrics {tmp_path / 'm.jsonl'}, "
+                             f"plot {tmp_path / 'p.png'}"), lines
     assert '\r' not in r.stderr      # no progress bar when stderr is not a terminal
     metrics = [json.loads(line) for line in open(tmp_path / 'm.jsonl')]
     assert [set(m) for m in metrics[:3]] == [{'epoch', 'train_loss', 'train_acc', 'test_acc', 'samples',
@@ -139,3 +143,55 @@ def test_a_non_utf8_locale_still_writes_a_utf8_checkpoint_path(tmp_path):
                 extra_env={'PYTHONUTF8': '0', 'LC_ALL': 'C', 'LANG': 'C', 'PYTHONCOERCECLOCALE': '0'})
     assert r.returncode == 0, r.stderr
     assert (ck / 'model.params').is_file()
+
+
+def _events(log_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(log_dir))
+    acc.Reload()
+    return acc
+
+
+def test_log_dir_holds_what_other_tools_read(tmp_path):
+    import csv
+    d = tmp_path / 'run'
+    r = run_cli('--synthetic', '3000', '--epochs', '3', '--quiet', '--log-dir', d)
+    assert r.returncode == 0, r.stderr
+    assert sorted(f for f in os.listdir(d) if not f.startswith('events.')) == \
+        ['config.json', 'history.png', 'metrics.csv', 'metrics.jsonl']
+    config = json.load(open(d / 'config.json'))
+    assert config['config']['epochs'] == 3 and config['config']['data']['synthetic'] == 3000
+    assert config['versions']['mxnet'] == '1.9.1' and config['world_size'] == 1 and config['layout'] == 'local'
+    assert config['ranks'] == [{'rank': 0, 'host': os.uname().nodename, 'devices': 'cpu(0)'}]
+    assert config['git_commit'] is None or len(config['git_commit']) == 40
+    rows = list(csv.DictReader(open(d / 'metrics.csv')))
+    jsonl = [json.loads(line) for line in open(d / 'metrics.jsonl')]
+    assert [int(row['epoch']) for row in rows] == [1, 2, 3] and jsonl[-1]['summary'] is True
+    assert [float(row['test_acc']) for row in rows] == [m['test_acc'] for m in jsonl[:3]]
+    acc = _events(d)
+    assert [e.step for e in acc.Scalars('epoch/test_acc')] == [1, 2, 3]
+    assert [e.value for e in acc.Scalars('epoch/test_acc')] == pytest.approx([m['test_acc'] for m in jsonl[:3]])
+    assert len(acc.Scalars('step/train_loss')) == 3 * 12
+    assert open(d / 'history.png', 'rb').read(4) == b'\x89PNG'
+    summary = jsonl[-1]
+    assert {'lr', 'batch_size', 'seed', 'requested_epochs', 'version', 'host', 'started'} <= set(summary)
+
+
+def test_an_interrupted_run_leaves_its_log_dir_to_its_last_epoch(tmp_path):
+    import signal
+    import time
+    d = tmp_path / 'run'
+    p = subprocess.Popen([sys.executable, '-m', 'distsoftmax', '--synthetic', '6000', '--epochs', '100', '--quiet',
+                          '--log-dir', str(d)], cwd=ROOT, env=env(DISTSOFTMAX_FAULT='sleep=0.01'),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (d / 'history.png').exists():
+        assert time.monotonic() < deadline and p.poll() is None, p.communicate()
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    rows = [json.loads(line) for line in open(d / 'metrics.jsonl')]
+    assert rows and all('summary' not in row for row in rows)
+    assert open(d / 'history.png', 'rb').read(4) == b'\x89PNG'
+    assert len(_events(d).Scalars('epoch/test_acc')) >= len(rows)

@@ -26,10 +26,10 @@ class Writes(io.StringIO):
 def test_each_line_is_one_write_with_an_optional_timestamp(monkeypatch):
     out = Writes()
     monkeypatch.setattr(sys, 'stdout', out)
-    report.Log(main=True).epoch(EPOCHS[0], saved_in='ck')
+    report.Log(main=True).epoch(EPOCHS[0])
     report.Log(main=True, timestamps=True).info('hello')
     report.Log(main=False).always('rank 1 says nothing')
-    assert out.calls[0] == report.epoch_line(EPOCHS[0]) + ', saved in ck\n'
+    assert out.calls[0] == report.epoch_line(EPOCHS[0]) + '\n'   # where it is saved: the start and done lines
     assert re.fullmatch(r'\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d hello\n', out.calls[1])
     assert len(out.calls) == 2      # one write a line, so a launcher's tags never cut one
 
@@ -40,11 +40,31 @@ def test_done_line_counts_epochs_in_words(monkeypatch):
     base = {'describe': 'devices, 1 worker(s) x 2 device(s) (cpu(0), cpu(1))', 'seconds': 0.2,
             'test_acc': 0.8}
     report.Log(main=True).done(dict(base, epochs=1, resumed_after=0))
-    report.Log(main=True).done(dict(base, epochs=12, resumed_after=10))
+    report.Log(main=True).done(dict(base, epochs=12, resumed_after=10), outputs=[('metrics', 'm.jsonl'),
+                                                                                 ('log dir', 'runs/a')])
     assert out.calls == ['done: devices, 1 worker(s) x 2 device(s) (cpu(0), cpu(1)), 1 epoch, 0.2 s '
                          'training, final test acc 0.8000\n',
                          'done: devices, 1 worker(s) x 2 device(s) (cpu(0), cpu(1)), 12 epochs (2 this run), '
-                         '0.2 s training, final test acc 0.8000\n']
+                         '0.2 s training, final test acc 0.8000; wrote metrics m.jsonl, log dir runs/a\n']
+
+
+def test_the_confusion_table_keeps_full_class_names():
+    import numpy as np
+    from distsoftmax import data
+    table = report.confusion_table(np.eye(10) * 1000, data.CLASSES)
+    header, first = table.splitlines()[:2]
+    assert 'ankle boot' in header and 't-shirt/top' in header and first.startswith('t-shirt/top ')
+    assert len({len(line) for line in table.splitlines()}) == 1     # the columns line up
+
+
+def test_the_device_list_says_what_every_rank_uses():
+    from types import SimpleNamespace
+    from distsoftmax import layout
+    fake = SimpleNamespace(name='horovod', size=2, contexts=['gpu(0)'])
+    assert layout.Layout.describe(fake, [('a', 'gpu(0)'), ('a', 'gpu(1)')]) == \
+        'horovod, 2 worker(s) x 1 device(s) (gpu(0); gpu(1))'
+    assert layout.Layout.describe(fake, [('a', 'cpu(0)'), ('b', 'cpu(0)')]) == \
+        'horovod, 2 worker(s) x 1 device(s) (cpu(0) on every rank)'
 
 
 def test_history_plot_has_a_title_and_whole_epoch_ticks():
