@@ -185,8 +185,11 @@ def measure_all(args, data, package, scratch):
 
 def measure_batches(args, data, package, scratch):
     """The large-batch table: per batch, the runs without and with the scaling rule."""
-    rows = []
+    rows, samples = [], args.synthetic or 60000
     for batch in [int(b) for b in args.batches.split(',') if b.strip()]:
+        if batch > samples:       # refused: a batch that no epoch fills
+            print(f'batch {batch}: skipped, larger than the {samples} training samples', flush=True)
+            continue
         row = {'batch': batch}
         for key, flags in (('none', ()), ('linear', SCALED)):
             runs = [run_distsoftmax(seed, args, data, package, scratch, ('--batch-size', str(batch), *flags))

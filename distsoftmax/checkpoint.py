@@ -3,13 +3,17 @@
 DIR after epoch E:
   epoch-000E/model.params    Gluon's save_parameters format
   epoch-000E/trainer.states  MXNet's NDArray format (Trainer.save_states would pickle)
+  epoch-000E/state.json      that epoch's state (a checkpoint of its own: --resume,
+                             --init-from and evaluate take the directory)
   model.params, trainer.states   the same files (hard links), for users
   state.json                 written last: the epoch, the math flags and the
                              data's identity, the metrics so far, the SHA-256 of both files
   .lock, .lock.owner         held by rank 0 while a run uses DIR
 A crash before state.json is replaced leaves the previous epoch's directory,
-which state.json still names, whole; that directory goes only after.
+which state.json still names, whole; the epoch directories that --keep and
+--keep-best do not keep go only after.
 """
+from dataclasses import dataclass
 import hashlib
 import json
 import os
@@ -81,16 +85,46 @@ def hold(directory, session):
     write_text(owner, f'pid {os.getpid()} on {socket.gethostname()}\n')
 
 
-def open_for_training(directory, *, resume, overwrite, flags, session):
+@dataclass(frozen=True)
+class Keep:
+    """Which epoch directories stay: the last `last` (--keep), and the one with the
+    best test accuracy (--keep-best)."""
+    last: int = 1
+    best: bool = False
+
+    def epochs(self, history):
+        done = [m['epoch'] for m in history]
+        kept = set(done[-self.last:])
+        if self.best and history:
+            kept.add(max(history, key=lambda m: m['test_acc'])['epoch'])
+        return kept
+
+
+def locate(path):
+    """(the checkpoint directory, the state) of PATH: a --checkpoint-dir (its last
+    epoch) or one of its epoch-NNNN directories; state None if there is none."""
+    base = path
+    if os.path.basename(os.path.normpath(path)).startswith('epoch-') and \
+            os.path.isfile(os.path.join(path, STATE)):
+        base = os.path.dirname(os.path.normpath(path))
+    return base, read_state(path)
+
+
+def open_for_training(directory, *, resume, overwrite, flags, session, keep=Keep()):
     """Rank 0, before training: DIR made, locked, and its checkpoint checked.
 
-    Returns the checkpoint's state to resume, or None to start fresh. Raises CheckpointError for an unwritable or busy DIR, a checkpoint
-    found without --resume or --overwrite, or one that does not fit `flags`."""
+    resume: True (the last epoch), an epoch directory of DIR ('epoch-0003' or a
+    path to it), or False. Returns the checkpoint's state to resume, or None to
+    start fresh. Raises CheckpointError for an unwritable or busy DIR, a
+    checkpoint found without --resume or --overwrite, one that does not fit
+    `flags`, or a --resume PATH that is not one of DIR's epochs."""
     check_writable(directory)
     hold(directory, session)
     state = read_state(directory)
     if state is not None:
-        remove_stale(directory)
+        remove_stale(directory, keep)
+    if isinstance(resume, str):
+        state = _epoch_state(directory, resume)
     if state is None or overwrite:
         return None
     if not resume:
@@ -103,17 +137,44 @@ def open_for_training(directory, *, resume, overwrite, flags, session):
     return state
 
 
-def save(directory, net, trainer, state):
+def _epoch_state(directory, name):
+    path = name if os.path.isdir(name) else os.path.join(directory, name)
+    inside = os.path.dirname(os.path.abspath(os.path.normpath(path))) == os.path.abspath(directory)
+    if not (inside and os.path.basename(os.path.normpath(path)).startswith('epoch-')):
+        raise CheckpointError(f'--resume {name}: not an epoch directory of --checkpoint-dir {directory}; '
+                              'to start from another checkpoint\'s weights use --init-from PATH')
+    state = read_state(path)
+    if state is None:
+        raise CheckpointError(f'--resume {name}: {os.path.join(path, STATE)} missing (that epoch was not kept, '
+                              'or it was written before epochs kept their own state)')
+    return state
+
+
+def init_from(path, identity):
+    """Rank 0, before training (--init-from): (its directory, its state), checked:
+    its model file whole and its data this run's. Raises CheckpointError."""
+    base, state = locate(path)
+    if state is None:
+        raise CheckpointError(f'--init-from {path}: {os.path.join(path, STATE)} missing; pass a directory '
+                              'written by train --checkpoint-dir, or one of its epoch-NNNN directories')
+    if state['flags'].get('data') not in (None, identity):
+        raise CheckpointError(f"--init-from {path}: trained on {describe(state['flags']['data'])}, this run has "
+                              f'{describe(identity)}; use the same data')
+    verified_path(base, state, MODEL)
+    return base, state
+
+
+def save(directory, net, trainer, state, keep=Keep()):
     """Write epoch state['epoch'] so that a crash at any moment leaves the last
     complete checkpoint whole; then remove the one it replaces. Raises
     CheckpointError naming the file if it cannot be written (a full or lost disk)."""
     try:
-        _save(directory, net, trainer, state)
+        _save(directory, net, trainer, state, keep)
     except (OSError, mx.base.MXNetError) as e:
         # MXNet's writer says "FileStream.Write incomplete" where the OS says ENOSPC
         reason = getattr(e, 'strerror', None) or _why_not_written(directory)
         where = getattr(e, 'filename', None) or directory
-        remove_stale(directory)   # the half-written epoch directory, which state.json does not name
+        remove_stale(directory, keep)   # the half-written epoch directory, which state.json does not name
         raise CheckpointError(f"{where}: cannot write epoch {state['epoch']} ({reason}); "
                               f'{_kept(directory)}') from None
 
@@ -133,7 +194,7 @@ def _kept(directory):
     return f'the last complete checkpoint ({os.path.basename(previous)}) stays in {directory}'
 
 
-def _save(directory, net, trainer, state):
+def _save(directory, net, trainer, state, keep):
     previous = _epoch_dir(directory)
     gen = os.path.join(directory, f"epoch-{state['epoch']:04d}")
     if os.path.isdir(gen) and gen != previous:   # left by a run that crashed before its state.json
@@ -145,6 +206,7 @@ def _save(directory, net, trainer, state):
         path = os.path.join(gen, name)
         write_atomic(path, write, durable=True)
         files[name] = {'path': os.path.relpath(path, directory), 'sha256': _sha256(path)}
+    write_text(os.path.join(gen, STATE), json.dumps(dict(state, files=files), indent=1) + '\n', durable=True)
     fsync_dir(gen)
     for name in files:  # convenience copies at the top; state.json stays the truth
         link = os.path.join(directory, name)
@@ -156,16 +218,22 @@ def _save(directory, net, trainer, state):
         os.replace(tmp, link)
     write_text(_state_path(directory), json.dumps(dict(state, files=files), indent=1) + '\n', durable=True)
     fsync_dir(directory)
-    remove_stale(directory)
+    remove_stale(directory, keep)
 
 
-def remove_stale(directory):
-    """Remove the epoch-* directories that state.json does not name: the one it
-    replaced, and any a crash left half-written. DIR is this run's (its lock)."""
+def remove_stale(directory, keep=Keep()):
+    """Remove the epoch-* directories that state.json does not name and keep does
+    not keep: the ones it replaced, and any a crash left half-written. DIR is
+    this run's (its lock)."""
     current = _epoch_dir(directory)
+    try:
+        history = read_state(directory)['metrics']
+    except (CheckpointError, TypeError, KeyError):
+        history = []
+    kept = {f'epoch-{e:04d}' for e in keep.epochs(history)}
     for name in os.listdir(directory):
         path = os.path.join(directory, name)
-        if name.startswith('epoch-') and os.path.isdir(path) and path != current:
+        if name.startswith('epoch-') and os.path.isdir(path) and path != current and name not in kept:
             shutil.rmtree(path, ignore_errors=True)
 
 

@@ -181,9 +181,18 @@ def _train_flags(sub, top):
                    help='after every epoch rank 0 writes model.params, trainer.states and state.json here, '
                         'atomically; one run at a time')
     g = t.add_mutually_exclusive_group()
-    g.add_argument('--resume', action='store_true',
+    g.add_argument('--resume', nargs='?', const=True, default=False, metavar='EPOCH_DIR',
                    help='continue from the last completed epoch in --checkpoint-dir (starts fresh, and '
-                        'says so, if there is none)')
+                        'says so, if there is none), or from one of its kept epoch directories '
+                        '(--resume epoch-0003)')
+    t.add_argument('--init-from', metavar='CHECKPOINT',
+                   help="start from a checkpoint's weights (a --checkpoint-dir or one of its epoch "
+                        'directories): a fresh optimizer and epoch count, any --lr; its data must be '
+                        "this run's")
+    t.add_argument('--keep', type=_number(int), default=1, metavar='N',
+                   help='epoch directories to keep in --checkpoint-dir: the last N')
+    t.add_argument('--keep-best', action='store_true',
+                   help='keep the epoch with the best test accuracy too')
     g.add_argument('--overwrite', action='store_true',
                    help='start over in a --checkpoint-dir that holds a checkpoint (replaced after the '
                         'first epoch)')
@@ -227,6 +236,8 @@ def parse(argv):
     if a.command == 'evaluate':
         return config.Evaluate(checkpoint_dir=a.checkpoint_dir, data=data if given else None, devices=devices,
                                layout=a.layout, plot=a.plot, timeout=a.timeout), a.debug
+    if a.init_from and a.resume:
+        raise UsageError('--init-from starts a new run from weights, --resume continues one: pass one of them')
     if (a.resume or a.overwrite) and not a.checkpoint_dir:
         raise UsageError(f"{'--resume' if a.resume else '--overwrite'} needs --checkpoint-dir DIR")
     stamps = a.timestamps or os.environ.get('DISTSOFTMAX_TIMESTAMPS', '') not in ('', '0')
@@ -234,6 +245,7 @@ def parse(argv):
                         warmup_epochs=a.warmup_epochs, seed=a.seed, drop_last=a.drop_last,
                         data=data, devices=devices, layout=a.layout, fp16_allreduce=a.fp16_allreduce,
                         checkpoint_dir=a.checkpoint_dir, resume=a.resume, overwrite=a.overwrite,
+                        init_from=a.init_from, keep=a.keep, keep_best=a.keep_best,
                         metrics=a.metrics, plot=a.plot, log_dir=a.log_dir, quiet=a.quiet, timestamps=stamps,
                         dry_run=a.dry_run, timeout=a.timeout), a.debug
 

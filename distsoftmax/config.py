@@ -71,8 +71,11 @@ class Train:
     layout: str = 'auto'
     fp16_allreduce: bool = False
     checkpoint_dir: Optional[str] = None
-    resume: bool = False
+    resume: object = False              # True, or an epoch directory of checkpoint_dir to resume
     overwrite: bool = False
+    init_from: Optional[str] = None     # a checkpoint whose weights start the run
+    keep: int = 1                       # epoch directories kept: the last N
+    keep_best: bool = False             # and the best by test accuracy
     metrics: Optional[str] = None
     plot: Optional[str] = None
     log_dir: Optional[str] = None       # records.py's run directory

@@ -9,10 +9,11 @@ the data read first, so that the two overlap.
 import json
 import time
 
-from . import checkpoint, data as datasets, files, layout as layouts, loop, model, records, report, result, shard
+from . import checkpoint, data as datasets, files, launchers, layout as layouts, loop, model, records, report, result, shard
 from .errors import CheckpointError, Interrupted, LayoutError, OutputError, UsageError
 from .task import Task
 
+SAY_SYNTHETIC = 200_000     # synthetic samples that take seconds to make: a line says so
 MAX_ELEMENTS = 2 ** 31 - 1   # elements of one NDArray in an mxnet built without USE_INT64_TENSOR_SIZE
 
 
@@ -20,9 +21,12 @@ def train(cfg, session, pending):
     """pending: data.prefetch(cfg.data, cfg.seed), started before this module's import."""
     task = Task.of(cfg)
     t_start = time.perf_counter()
+    if (cfg.data.synthetic or 0) >= SAY_SYNTHETIC and not cfg.quiet and launchers.rank() == 0:
+        report.Log(main=True, timestamps=cfg.timestamps).warn(
+            f'making {cfg.data.synthetic} synthetic samples (seed {cfg.seed})')
     pending.wait()                                         # done before MPI starts (its memory hooks)
     layout = layouts.start(cfg.layout, cfg.devices, session, cfg.timeout)              # distributed: join the job
-    data, plan, state = layout.agree(lambda: _checks(cfg, task, layout, pending, session))  # distributed
+    data, plan, state, start_from = layout.agree(lambda: _checks(cfg, task, layout, pending, session))  # distributed
     layout.agree_equal(datasets.digest(data.identity), what='data')     # distributed: the same data
     every_rank = layout.every_rank()                                        # distributed: hosts, devices
     log = report.Log(main=layout.is_main, quiet=cfg.quiet, timestamps=cfg.timestamps)
@@ -38,6 +42,8 @@ def train(cfg, session, pending):
     device_data = loop.DeviceData(data, layout.contexts)
     net = model.build_net(task, layout.contexts)
     trainer = layout.trainer(net.collect_params(), task.bound_optimizer(plan), cfg.fp16_allreduce)
+    if cfg.init_from:                                      # distributed: rank 0's weights, nothing else
+        checkpoint.restore(*(start_from or (None, None)), net, None, layout)
     done = checkpoint.restore(cfg.checkpoint_dir, state, net, trainer, layout)  # distributed: rank 0's state
     history = list(state['metrics']) if state else []
     log.start(where=where, task=task, plan=plan, epochs=cfg.epochs, source=data.source, outputs=_outputs(cfg))
@@ -96,7 +102,7 @@ def _checks(cfg, task, layout, pending, session):
         raise
     if cfg.fp16_allreduce and layout.name != 'horovod':
         raise UsageError('--fp16-allreduce needs the horovod layout')
-    state = None
+    state = start_from = None
     if layout.is_main:
         for flag, path in (('--metrics', cfg.metrics), ('--plot', cfg.plot)):
             if path:
@@ -105,8 +111,15 @@ def _checks(cfg, task, layout, pending, session):
             records.check(cfg.log_dir)
         if cfg.checkpoint_dir:
             state = checkpoint.open_for_training(cfg.checkpoint_dir, resume=cfg.resume, overwrite=cfg.overwrite,
-                                                 flags=task.math_flags(data.identity), session=session)
-    return data, plan, state
+                                                 flags=task.math_flags(data.identity), session=session,
+                                                 keep=_keep(cfg))
+        if cfg.init_from:
+            start_from = checkpoint.init_from(cfg.init_from, data.identity)
+    return data, plan, state, start_from
+
+
+def _keep(cfg):
+    return checkpoint.Keep(last=cfg.keep, best=cfg.keep_best)
 
 
 def _save(cfg, task, net, trainer, history, data):
@@ -115,7 +128,7 @@ def _save(cfg, task, net, trainer, history, data):
     if cfg.checkpoint_dir:
         checkpoint.save(cfg.checkpoint_dir, net, trainer,
                         {'epoch': history[-1]['epoch'], 'flags': task.math_flags(data.identity),
-                         'metrics': history})
+                         'metrics': history}, keep=_keep(cfg))
     if cfg.metrics:
         try:
             report.write_metrics(cfg.metrics, history)
@@ -180,7 +193,8 @@ def evaluate(cfg, session):
     data = layout.agree(lambda: _evaluation_data(cfg, json.loads(identity)))  # distributed: one verdict
     task = Task(data=datasets.spec_of(data.identity))
     net = model.build_net(task, layout.contexts)
-    epoch = checkpoint.restore(cfg.checkpoint_dir, state, net, None, layout)  # distributed: rank 0's weights
+    epoch = checkpoint.restore(checkpoint.locate(cfg.checkpoint_dir)[0], state, net, None,  # distributed: rank 0's
+                               layout)                                                    # weights
     session.signals.check(epoch)
     correct, matrix = loop.predict_counts(net, loop.DeviceData(data, layout.contexts), layout,
                                           num_classes=task.data.num_classes, confusion=True)
@@ -195,11 +209,11 @@ def evaluate(cfg, session):
 
 
 def _read_checkpoint(cfg):
-    state = checkpoint.read_state(cfg.checkpoint_dir)
+    base, state = checkpoint.locate(cfg.checkpoint_dir)
     if state is None:
         raise CheckpointError(f'{cfg.checkpoint_dir}/{checkpoint.STATE}: missing; '
                               'pass a directory written by train --checkpoint-dir')
-    checkpoint.verified_path(cfg.checkpoint_dir, state, checkpoint.MODEL)
+    checkpoint.verified_path(base, state, checkpoint.MODEL)
     if cfg.plot:
         files.check_output_file('--plot', cfg.plot)
     return state

@@ -19,6 +19,7 @@ rendezvous) gets max(600 s, the timeout), enough for 64 ranks on 2 cores.
 """
 import fcntl
 import os
+import signal
 import socket
 import struct
 import sys
@@ -31,6 +32,8 @@ GRACE = 10.0                # s: a quiet survivor waits this long for the launch
 PING = 2.0                  # s: a rank that does not answer within this is taken as stopped
 TICK = 1.0                  # s between two looks
 STOPPED = 3.0               # s: a look this late means this process was stopped itself
+SIGNALLED = 2.0             # s stuck after a signal arrived: leave
+FORWARD = 1.0               # s for a launcher to pass on the line before it is ended
 SIOCGIFADDR = 0x8915        # Linux: an interface's IPv4 address
 
 
@@ -45,6 +48,7 @@ class Watchdog:
         self.signalled = signalled
         self.startup = startup_allowance(timeout)
         self.what, self.since, self.stepping = 'starting', time.monotonic(), False
+        self.was_stopped = False    # this process was stopped itself: it says nothing
         self.longest = 0.0          # the longest healthy wait, in s: reported in the summary
         self.peers = {}             # rank -> (hostname, [addresses], port)
         self._stop = threading.Event()
@@ -100,15 +104,32 @@ class Watchdog:
             if now - last > TICK + STOPPED:
                 # this process itself was stopped (SIGSTOP, then SIGCONT from the launcher
                 # that now ends it) or starved: not a peer's fault, so the clock restarts
-                self.since = now
+                self.since, self.was_stopped = now, True
             last = now
             limit = self.timeout if self.stepping else self.startup
             waited = now - self.since
+            signum = self.signalled()
+            if signum and waited > SIGNALLED:
+                # a signal while stuck in a collective: a launcher ending the job (or a
+                # user); the loop cannot read it, so leave now, as the signal asks
+                self._leave(128 + signum, f'distsoftmax: interrupted by {signal.Signals(signum).name} while '
+                                          f'waiting in {self.what}; stopping\n')
             if waited > limit:
                 self._fire(waited, limit)
                 return
 
+    def _leave(self, code, line):
+        if self.rank == 0 and not self.was_stopped:
+            try:
+                os.write(sys.stderr.fileno(), line.encode())
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+
     def _fire(self, waited, limit):
+        if self.was_stopped:    # our own stop, not a peer's: the launcher that resumed us ends us
+            time.sleep(GRACE)
+            os._exit(self.exit_code)
         alive = self._alive_peers()
         silent = sorted(r for r in self.peers if r != self.rank and r not in alive)
         if any(r < self.rank for r in alive):
@@ -124,6 +145,9 @@ class Watchdog:
             os.write(sys.stderr.fileno(), line.encode())
         except (OSError, ValueError):
             pass
+        here = socket.gethostname()
+        if any(self.peers[r][0] != here for r in silent):
+            _end_open_mpi_launcher()    # a host out of reach: Open MPI's own would wait for TCP
         os._exit(self.exit_code)
 
     def signal_of(self, rank):
@@ -143,6 +167,26 @@ class Watchdog:
         for t in threads:
             t.join(PING * 4)
         return found
+
+
+def _end_open_mpi_launcher():
+    """A rank on another host is out of reach: if Open MPI (mpirun, or its daemon
+    orted) started this rank, end it too. Cut off from its peer, it would wait
+    for TCP's retransmission timeout (about 15 minutes) to deliver the job's end;
+    ended, the launcher above it (horovodrun, multihost.sh) sees the job fail."""
+    parent = os.getppid()
+    try:
+        with open(f'/proc/{parent}/comm') as f:
+            if f.read().strip() not in ('orted', 'mpirun', 'orterun'):
+                return
+        # SIGKILL: on SIGTERM mpirun would kill this rank within a second and then
+        # wait for the host it cannot reach; what it started here ends with it (their
+        # own watchdogs, and multihost.sh's sweep of this run's processes). First a
+        # moment for it to pass on the line this rank wrote (its output goes through it).
+        time.sleep(FORWARD)
+        os.kill(parent, signal.SIGKILL)
+    except OSError:                         # gone already
+        pass
 
 
 def _ask(peer, rank, same_host):

@@ -682,6 +682,8 @@ def test_a_cut_link_ends_a_multihost_job_on_both_hosts(hosts, tmp_path, controll
         # the far host ends its own share, with no word from the launch host
         try:
             cf.wait_for(lambda: not hosts.leftovers('b'), STALL_TIMEOUT + 40, 'the ranks on b to end')
+        except TimeoutError as e:
+            raise AssertionError(f'{e}: {hosts.leftovers("b")}') from None
         finally:
             _cut(hosts, 'b', up=True)
     assert p.returncode != 0, out

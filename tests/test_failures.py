@@ -91,7 +91,7 @@ def test_a_failed_checkpoint_write_on_rank_0_ends_the_job_with_one_line(how, tmp
     assert p.returncode != 0, out
     errors = [line for line in out.splitlines() if 'distsoftmax: error:' in line]
     assert len(errors) == 1 and 'cannot write epoch 2 (No space left on device); the last complete ' \
-        'checkpoint stays' in errors[0], out[-3000:]
+        f'checkpoint (epoch-0001) stays in {ck}' in errors[0], out[-3000:]
     no_traceback_of_ours(out)
     assert saved_epoch(ck) == 1
 
