@@ -22,7 +22,6 @@ import fcntl
 import glob
 import hashlib
 import io
-import json
 import os
 import re
 import shutil
@@ -40,6 +39,7 @@ from conftest import ROOT, saved_epoch
 CACHE = os.path.join(os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache'),
                      'distsoftmax')
 DATA_ROOT = os.path.join(CACHE, 'docker')
+LOGS = os.path.join(CACHE, 'docker-logs')  # the last build's output of each image
 BASE_REPO = 'local/debian'   # tagged bookworm-<digest of what the host put in>
 CPU_IMAGE = 'distsoftmax:cpu'
 GPU_IMAGE = 'distsoftmax:gpu'
@@ -163,13 +163,15 @@ class Docker:
                 '-t', tag]
         for key, value in build_args.items():
             argv += ['--build-arg', f'{key}={value}']
-        log_path = os.path.join(self.tmp, log_name)
+        os.makedirs(LOGS, exist_ok=True)     # kept: the one place to read a failed build whole
+        log_path = os.path.join(LOGS, log_name)
         with open(log_path, 'w') as log:
             r = subprocess.run([*argv, ROOT], env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                stdin=subprocess.DEVNULL, timeout=BUILD_TIMEOUT)
         with open(log_path, errors='replace') as f:
             out = f.read()
-        assert r.returncode == 0, f'docker build -f {dockerfile}: exit {r.returncode}\n{out[-6000:]}'
+        assert r.returncode == 0, \
+            f'docker build -f {dockerfile}: exit {r.returncode} (all of it in {log_path})\n{out[-6000:]}'
         if before and before != self.image_id(tag):
             self('image', 'rm', before, check=False)
         return out
@@ -261,7 +263,10 @@ def make_base(docker, tmp, ref):
 def host_wheels():
     """The wheels this host built that the CPU image may take instead of compiling:
     bootstrap.sh's Horovod (MXNet, Gloo, MPI) and mpi4py from pip's cache, both
-    against bookworm's Open MPI and CPython 3.11. None on another release."""
+    against bookworm's Open MPI and CPython 3.11. None on another release, or
+    with DISTSOFTMAX_DOCKER_WHEELS=none (to build the images as without a host)."""
+    if os.environ.get('DISTSOFTMAX_DOCKER_WHEELS') == 'none':
+        return []
     try:
         with open('/etc/os-release') as f:
             if 'VERSION_CODENAME=bookworm' not in f.read():
@@ -334,7 +339,10 @@ def cpu_image(docker):
     wheels = wheels_image(docker)
     if wheels:
         args['WHEELS'] = wheels
+    started = time.monotonic()
     out = docker.build('Dockerfile', CPU_IMAGE, args, 'build-cpu.log')
+    size = int(docker('image', 'inspect', '-f', '{{.Size}}', CPU_IMAGE).stdout)
+    print(f'\n{CPU_IMAGE}: built in {(time.monotonic() - started) / 60:.1f} min, {size / 1e9:.2f} GB')
     if wheels:
         assert 'Horovod: the prebuilt wheel' in out, 'the host-built Horovod wheel was not taken'
     return CPU_IMAGE
@@ -453,13 +461,14 @@ def standin_libcuda(docker, tmp):
 
 
 @pytest.mark.docker_gpu
-def test_gpu_image(docker, request, tmp_path):
+def test_gpu_image(request, tmp_path):
     """Build Dockerfile.gpu (about 30 min, 16 GB of disk during the build), then,
     with no GPU and a stand-in libcuda.so.1: mxnet imports with CUDA, CUDNN and
     NCCL, Horovod has NCCL, and CPU training passes in one process and under
     horovodrun. Only with `-m docker_gpu`."""
     if 'docker_gpu' not in (request.config.option.markexpr or ''):
         pytest.skip('the GPU image builds for ~30 min: run it with -m docker_gpu')
+    docker = request.getfixturevalue('docker')   # not started for the skip
     args = {'BASE': docker.base}
     wheels = wheels_image(docker)
     if wheels:
@@ -491,6 +500,12 @@ def test_gpu_image(docker, request, tmp_path):
     print(r.stdout.strip())
     for op in ('MXNet', 'MPI', 'Gloo', 'NCCL'):
         assert re.search(rf'\[X\] {op}\b', r.stdout), r.stdout
+    # its PyTorch tick only says that horovod.torch imports: it does without its
+    # extension (a warning), which was not built
+    r = docker.run(GPU_IMAGE, '-c', 'import glob, os, horovod; d = os.path.dirname(horovod.__file__); '
+                   'print(len(glob.glob(d + "/torch/mpi_lib*")), len(glob.glob(d + "/mxnet/mpi_lib*")))',
+                   entrypoint='python')
+    assert r.stdout.split() == ['0', '1'], r.stdout + r.stderr
 
     r = docker.run(GPU_IMAGE, '--epochs', '1', volumes=vol, extra=standin)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -505,3 +520,17 @@ def test_gpu_image(docker, request, tmp_path):
     line = done_line(r.stdout)
     print(line)
     assert line.startswith('done: horovod, 2 worker(s)'), line
+
+    # tests/gpu_check.sh in the image, the checkout mounted: it finds the
+    # image's python and mxnet-cu112, which sees no GPU here (exit 2), and
+    # tests/test_gpu.py runs under the image's pytest, every test skipped
+    mount = [(ROOT, '/src:ro')] + vol
+    r = docker.run(GPU_IMAGE, entrypoint='tests/gpu_check.sh', volumes=mount,
+                   extra=[*standin, '-w', '/src'])
+    assert r.returncode == 2 and 'mxnet sees no GPU' in r.stderr, r.stdout + r.stderr
+    r = docker.run(GPU_IMAGE, '-m', 'pytest', '-q', '-rs', '-p', 'no:cacheprovider',
+                   'tests/test_gpu.py', entrypoint='python', volumes=mount,
+                   extra=[*standin, '-w', '/src'])
+    assert r.returncode == 0 and 'mxnet sees no GPU' in r.stdout and ' passed' not in r.stdout, \
+        r.stdout[-3000:] + r.stderr[-3000:]
+    print(r.stdout.strip().splitlines()[-1])
