@@ -14,9 +14,11 @@ wheels="$cache/wheels"
 horovod_version=0.28.1
 apt_packages=(build-essential libopenmpi-dev openmpi-bin libgomp1 libquadmath0
               dataset-fashion-mnist python3 python3-venv python3-dev)
-# only for ./bootstrap.sh test: the linter, and the real Slurm, sshd and network
-# namespaces of tests/test_cluster.py
-test_packages=(shellcheck slurm-wlm munge openssh-server openssh-client iproute2)
+# only for ./bootstrap.sh test: the linter, the real Slurm, sshd and network
+# namespaces of tests/test_cluster.py, and the Docker engine and debootstrap of
+# tests/test_docker.py
+test_packages=(shellcheck slurm-wlm munge openssh-server openssh-client iproute2
+               docker.io debootstrap)
 
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }

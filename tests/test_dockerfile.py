@@ -1,6 +1,8 @@
-"""Dockerfile.gpu: lint-clean, and in step with pyproject.toml and the data module.
+"""Dockerfile (CPU) and Dockerfile.gpu: lint-clean, and in step with
+pyproject.toml and the data module.
 
-No docker and no network: hadolint reads the file, the rest parses it.
+No docker and no network: hadolint reads the files, the rest parses them.
+tests/test_docker.py builds and runs the images.
 """
 import fnmatch
 import json
@@ -16,18 +18,19 @@ import pytest
 from distsoftmax import data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DOCKERFILE = os.path.join(ROOT, 'Dockerfile.gpu')
+CPU, GPU = 'Dockerfile', 'Dockerfile.gpu'
+BOTH = pytest.mark.parametrize('name', [CPU, GPU])
 
 
-def _text():
-    with open(DOCKERFILE, encoding='utf-8') as f:
+def _text(name):
+    with open(os.path.join(ROOT, name), encoding='utf-8') as f:
         return f.read()
 
 
-def instructions():
+def instructions(name):
     """[(INSTRUCTION, arguments)], continuation lines joined, comments dropped."""
     out, buf = [], ''
-    for line in _text().splitlines():
+    for line in _text(name).splitlines():
         if line.strip().startswith('#') or (not line.strip() and not buf):
             continue  # comments may sit inside a continued instruction; they are not part of it
         if line.rstrip().endswith('\\'):
@@ -41,21 +44,42 @@ def instructions():
     return out
 
 
-def final_stage():
-    ins = instructions()
-    last_from = max(i for i, (word, _) in enumerate(ins) if word == 'FROM')
-    return ins[last_from:]
+def stages(name):
+    """[[(INSTRUCTION, arguments)] of each stage], the ARGs before the first FROM left out."""
+    out = []
+    for word, args in instructions(name):
+        if word == 'FROM':
+            out.append([])
+        if out:
+            out[-1].append((word, args))
+    return out
 
 
-def pip_installs():
-    """The arguments of every `pip install` in a RUN, spaces around specifiers removed."""
+def final_stage(name):
+    return stages(name)[-1]
+
+
+def pip_installs(name, where=None):
+    """The arguments of every `pip install` in a RUN (of WHERE, a list of
+    instructions; the whole file by default), spaces around specifiers removed."""
     found = []
-    for word, args in instructions():
+    for word, args in where if where is not None else instructions(name):
         if word == 'RUN':
             for part in re.split(r'&&|;|\|\|', args):
                 m = re.search(r'\bpip3?(?:\.\d+)? install (.*)', part)
                 if m:
                     found += [a.strip('"\'') for a in m.group(1).split()]
+    return found
+
+
+def apt_installs(where):
+    found = []
+    for word, args in where:
+        if word == 'RUN':
+            for part in re.split(r'&&|;', args):
+                m = re.search(r'\bapt-get install (.*)', part)
+                if m:
+                    found += [a for a in m.group(1).split() if not a.startswith('-')]
     return found
 
 
@@ -82,18 +106,20 @@ def hadolint_binary():
 
 # --- (a) hadolint -------------------------------------------------------------
 
-def test_hadolint_is_clean():
+@BOTH
+def test_hadolint_is_clean(name):
     binary = hadolint_binary()
     if binary is None:
         pytest.skip('hadolint not installed (the test extra installs it: pip install -e .[test])')
-    r = subprocess.run([binary, '--no-color', DOCKERFILE], cwd=ROOT,
+    r = subprocess.run([binary, '--no-color', name], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, f'hadolint found problems:\n{r.stdout}{r.stderr}'
 
 
-def test_every_ignored_hadolint_rule_is_justified():
+@BOTH
+def test_every_ignored_hadolint_rule_is_justified(name):
     """A `# hadolint ignore=DLxxxx` pragma needs a comment naming the rule just above it."""
-    lines = _text().splitlines()
+    lines = _text(name).splitlines()
     pragmas = [(i, line) for i, line in enumerate(lines)
                if re.match(r'\s*#\s*hadolint\s+ignore=', line)]
     for i, line in pragmas:
@@ -108,63 +134,151 @@ def test_every_ignored_hadolint_rule_is_justified():
                 f'line {i + 1}: {rule} is ignored without a comment saying why'
 
 
-# --- (b) versions match pyproject.toml ---------------------------------------
+# --- (b) the base: Debian bookworm, the public image by default ----------------
 
-def test_mxnet_is_the_cuda_build_of_the_pinned_version():
+@BOTH
+def test_every_stage_starts_from_the_base_or_a_stage(name):
+    text = _text(name)
+    assert re.search(r'^ARG BASE=debian:bookworm$', text, re.M), 'ARG BASE=debian:bookworm'
+    named = set()
+    for stage in stages(name):
+        word, args = stage[0]
+        image, _, alias = args.partition(' AS ')
+        assert image in ('${BASE}', '${WHEELS}') or image in named, f'FROM {args}'
+        if alias:
+            named.add(alias.strip())
+    assert re.search(r'^ARG WHEELS=(\S+)$', text, re.M).group(1) in named, \
+        'WHEELS must default to a stage of the file (no prebuilt wheels)'
+
+
+@BOTH
+def test_python_is_debians_and_matches_requires_python(name):
+    """bookworm's python3 is 3.11; the build asserts it, against requires-python."""
+    low = re.search(r'>=\s*(\d+)\.(\d+)', pyproject()['requires-python']).groups()
+    assert f"sys.version_info[:2] == ({low[0]}, {low[1]})" in _text(name)
+    assert 'python3' in apt_installs(final_stage(name))
+    assert 'python3-venv' in apt_installs(stages(name)[-2]), 'the venv is made in the build stage'
+
+
+@BOTH
+def test_the_image_has_no_compiler(name):
+    """A slim final stage: the venv is built in the stage before and copied."""
+    final = final_stage(name)
+    for pkg in apt_installs(final):
+        assert not re.match(r'(build-essential|g\+\+|gcc|cmake|.*-dev|nvidia-cuda-toolkit)$', pkg), pkg
+    assert ('COPY', '--from=build /opt/venv /opt/venv') in final
+    assert not pip_installs(name, final), 'pip runs in the build stage only'
+
+
+# --- (c) versions match pyproject.toml ---------------------------------------
+
+def test_cpu_image_has_the_pinned_cpu_mxnet():
     pin = requirement(pyproject()['dependencies'], 'mxnet')
-    m = re.fullmatch(r'mxnet==([\w.]+)', pin)
-    assert m, f'pyproject.toml should pin mxnet exactly, not {pin!r}'
-    cuda = re.search(r'^FROM\s+nvidia/cuda:(\d+)\.(\d+)', _text(), re.M)
-    assert cuda, 'the image should be built FROM an nvidia/cuda image'
-    wheel = f'mxnet-cu{cuda.group(1)}{cuda.group(2)}=={m.group(1)}'
-    installs = pip_installs()
-    assert wheel in installs, f'{wheel} (CUDA {cuda.group(1)}.{cuda.group(2)} image) not installed'
+    assert re.fullmatch(r'mxnet==[\w.]+', pin), f'pyproject.toml should pin mxnet exactly, not {pin!r}'
+    installs = pip_installs(CPU)
+    assert pin in installs
+    assert not any(a.startswith(('mxnet-cu', 'nvidia-')) for a in installs), installs
+
+
+def test_gpu_image_has_the_cuda_build_of_the_pinned_mxnet_and_its_runtime():
+    pin = requirement(pyproject()['dependencies'], 'mxnet')
+    version = re.fullmatch(r'mxnet==([\w.]+)', pin).group(1)
+    installs = pip_installs(GPU)
+    wheel = [a for a in installs if a.startswith('mxnet-cu')]
+    assert len(wheel) == 1, installs
+    m = re.fullmatch(r'mxnet-cu(\d\d)(\d)==([\w.]+)', wheel[0])
+    assert m and m.group(3) == version, f'{wheel[0]} vs {pin}'
+    cuda_major = m.group(1)
     # the CPU wheel would replace the CUDA one: the package goes in with --no-deps
     assert not any(re.match(r'mxnet(?:==|$)', a) for a in installs)
-    for word, args in instructions():
-        if word == 'RUN' and re.search(r'pip3? install[^&;]* (/\S+|\.)(\s|$)', args):
-            assert '--no-deps' in args, f'the package must be installed with --no-deps: {args}'
+    for word, args in instructions(GPU):
+        for part in re.split(r'&&|;', args) if word == 'RUN' else ():
+            m = re.search(r'\bpip3? install (.*)', part)
+            if m and any(a == '.' or (a.startswith('/') and not a.endswith('.whl'))
+                         for a in m.group(1).split()):
+                assert '--no-deps' in part, f'the package must be installed with --no-deps: {part}'
+    # every library libmxnet.so links, from one wheel each, for the same CUDA major, pinned
+    runtime = {a.split('==')[0]: a for a in installs if a.startswith('nvidia-')}
+    for lib in ('cuda-runtime', 'cublas', 'cufft', 'curand', 'cusolver', 'cuda-nvrtc', 'nvtx',
+                'cudnn', 'nccl'):
+        wheel = runtime.get(f'nvidia-{lib}-cu{cuda_major}')
+        assert wheel and re.fullmatch(r'[\w-]+==[\d.]+', wheel), \
+            f'nvidia-{lib}-cu{cuda_major} not pinned: {sorted(runtime)}'
+    # libmxnet.so links libcudnn.so.8: cuDNN 9 has another soname
+    assert runtime[f'nvidia-cudnn-cu{cuda_major}'].split('==')[1].startswith('8.')
+    assert not set(runtime) - {f'nvidia-{lib}-cu{cuda_major}' for lib in (
+        'cuda-runtime', 'cublas', 'cufft', 'curand', 'cusolver', 'cuda-nvrtc', 'nvtx', 'cudnn',
+        'nccl')}, sorted(runtime)
 
 
-def test_numpy_bound_matches():
+def test_gpu_runtime_libraries_are_on_the_loader_path():
+    """The wheels' lib directories are registered with ldconfig in the image,
+    so libmxnet.so and Horovod find them without LD_LIBRARY_PATH."""
+    final = final_stage(GPU)
+    assert any(w == 'COPY' and a.endswith('/etc/ld.so.conf.d/nvidia-cu11.conf') for w, a in final)
+    assert ('RUN', 'ldconfig') in final
+    assert 'site-packages/nvidia/*/lib > /etc/ld.so.conf.d/nvidia-cu11.conf' in _text(GPU)
+
+
+@BOTH
+def test_numpy_bound_matches(name):
     bound = requirement(pyproject()['dependencies'], 'numpy')
-    assert bound in pip_installs(), f'{bound} (pyproject.toml) not installed in the image'
+    assert bound in pip_installs(name), f'{bound} (pyproject.toml) not installed in the image'
 
 
-def test_other_runtime_dependencies_match():
+@BOTH
+def test_other_runtime_dependencies_match(name):
     for req in pyproject()['dependencies']:
-        name = re.match(r'[A-Za-z0-9_.-]+', req).group(0)
-        if name in ('mxnet', 'numpy'):
+        dist = re.match(r'[A-Za-z0-9_.-]+', req).group(0)
+        if dist in ('mxnet', 'numpy'):
             continue
-        assert req.replace(' ', '') in pip_installs(), f'{req} (pyproject.toml) not installed'
+        assert req.replace(' ', '') in pip_installs(name), f'{req} (pyproject.toml) not installed'
 
 
-def test_horovod_matches_the_extra():
+@BOTH
+def test_mpi4py_matches_the_extra(name):
+    req = requirement(pyproject()['optional-dependencies']['mpi'], 'mpi4py')
+    assert req in pip_installs(name), f'{req} (pyproject.toml [mpi]) not installed in the image'
+    assert '--no-binary=mpi4py' in pip_installs(name), 'mpi4py must link the image\'s Open MPI'
+
+
+@BOTH
+def test_horovod_matches_the_extra(name):
     pin = requirement(pyproject()['optional-dependencies']['horovod'], 'horovod')
     assert re.fullmatch(r'horovod==[\w.]+', pin), pin
-    assert pin in pip_installs(), f'{pin} (pyproject.toml [horovod]) not installed in the image'
-    run = next(args for word, args in instructions()
+    assert pin in pip_installs(name), f'{pin} (pyproject.toml [horovod]) not installed in the image'
+    run = next(args for word, args in instructions(name)
                if word == 'RUN' and pin in args)
-    for flag in ('HOROVOD_GPU_OPERATIONS=NCCL', 'HOROVOD_WITH_MXNET=1', 'HOROVOD_WITH_MPI=1',
-                 'HOROVOD_WITH_GLOO=1', '--no-build-isolation', 'horovodrun --check-build'):
+    flags = ['HOROVOD_WITH_MXNET=1', 'HOROVOD_WITH_MPI=1', 'HOROVOD_WITH_GLOO=1',
+             '--no-build-isolation', 'horovodrun --check-build']
+    checked = ['MXNet', 'MPI', 'Gloo']
+    if name == GPU:
+        flags += ['HOROVOD_GPU_OPERATIONS=NCCL', 'HOROVOD_NCCL_LINK=SHARED', 'HOROVOD_NCCL_HOME=']
+        checked.append('NCCL')
+    for flag in flags:
         assert flag in run, f'the Horovod build lacks {flag}'
+    loop = re.search(r'for op in ([\w ]+); do', run)
+    assert loop and set(checked) <= set(loop.group(1).split()), 'the build must check ' + ' '.join(checked)
+    # a prebuilt wheel may stand in for the CPU build only: it has no NCCL
+    if name == GPU:
+        assert '/tmp/wheels/horovod' not in _text(GPU)
 
 
-def test_python_and_nccl_match_the_image():
-    text = _text()
-    low = re.search(r'>=\s*(\d+\.\d+)', pyproject()['requires-python']).group(1)
-    version = re.search(r'^ARG PYTHON_VERSION=(\S+)', text, re.M)
-    assert version and version.group(1).startswith(low + '.'), \
-        f'Python {version and version.group(1)} vs requires-python {low}'
-    cuda = re.search(r'^FROM\s+nvidia/cuda:(\d+\.\d+)', text, re.M).group(1)
-    nccl = re.search(r'^ARG NCCL_VERSION=(\S+)', text, re.M)
-    assert nccl and nccl.group(1).endswith(f'+cuda{cuda}'), nccl and nccl.group(1)
+def test_gpu_kernels_of_horovod_match_mxnets_gpus():
+    """mxnet-cu112 1.9.1 has kernels for sm_50, 60, 70, 80, 86 (no PTX): Horovod's
+    own are built for the same list, and the README names those GPUs."""
+    m = re.search(r'HOROVOD_BUILD_CUDA_CC_LIST=([\d,]+)', _text(GPU))
+    assert m and m.group(1).split(',') == ['50', '60', '70', '80', '86'], m and m.group(1)
+    with open(os.path.join(ROOT, 'README.md'), encoding='utf-8') as f:
+        readme = f.read()
+    assert 'sm_50, 60, 70, 80 and 86' in readme and 'H100' in readme
 
 
-# --- (c) entrypoint, (d) user -------------------------------------------------
+# --- (d) entrypoint, user ------------------------------------------------------
 
-def test_entrypoint_runs_distsoftmax_in_exec_form():
-    entry = [args for word, args in final_stage() if word == 'ENTRYPOINT']
+@BOTH
+def test_entrypoint_runs_distsoftmax_in_exec_form(name):
+    entry = [args for word, args in final_stage(name) if word == 'ENTRYPOINT']
     assert entry, 'no ENTRYPOINT in the final stage'
     argv = json.loads(entry[-1])  # exec form: a JSON array, so flags pass through
     assert argv in (['distsoftmax'], ['/opt/venv/bin/distsoftmax']) or (
@@ -172,43 +286,45 @@ def test_entrypoint_runs_distsoftmax_in_exec_form():
         and argv[1:] == ['-m', 'distsoftmax']), argv
 
 
-def test_runs_as_a_non_root_user():
-    users = [args for word, args in final_stage() if word == 'USER']
+@BOTH
+def test_runs_as_a_non_root_user(name):
+    users = [args for word, args in final_stage(name) if word == 'USER']
     assert users, 'no USER in the final stage: the container would run as root'
-    user = users[-1].split(':')[0]
-    assert user not in ('root', '0'), f'USER {users[-1]} is root'
+    assert users[-1] == '1000:1000', f'USER {users[-1]}: numeric uid 1000 (runAsNonRoot, the README)'
 
 
-def test_horovodrun_is_on_path():
-    env = ' '.join(args for word, args in final_stage() if word == 'ENV')
+@BOTH
+def test_horovodrun_is_on_path(name):
+    env = ' '.join(args for word, args in final_stage(name) if word == 'ENV')
     venv = re.search(r'VIRTUAL_ENV=(\S+)', env)
     assert venv and f'PATH={venv.group(1)}/bin:' in env, 'the venv bin (horovodrun) is not on PATH'
 
 
 # --- (e) data -----------------------------------------------------------------
 
-def test_data_hashes_match_the_loader():
-    pairs = re.findall(r'\b([0-9a-f]{64})\s+((?:train|t10k)-[\w-]+\.gz)\b', _text())
-    assert dict((name, digest) for digest, name in pairs) == data.FILES
+@BOTH
+def test_data_is_debians_package_checked_against_the_loader(name):
+    final = final_stage(name)
+    assert 'dataset-fashion-mnist' in apt_installs(final)
+    pairs = re.findall(r'\b([0-9a-f]{64})\s+((?:train|t10k)-[\w-]+\.gz)\b', _text(name))
+    assert dict((f, digest) for digest, f in pairs) == data.FILES
     assert len(pairs) == len(data.FILES), 'a data file is listed twice'
-    assert 'zcat' in _text(), 'the hashes are of the decompressed files: check them after zcat'
-
-
-def test_data_lands_where_the_loader_looks():
-    copies = [args for word, args in final_stage() if word == 'COPY']
-    assert any(args.split()[-1].rstrip('/') == data.DEBIAN_DIR for args in copies), \
-        f'no COPY into {data.DEBIAN_DIR}'
+    check = next(args for word, args in final if word == 'RUN' and data.FILES[
+        'train-images-idx3-ubyte.gz'] in args)
+    # the hashes are of the decompressed files, where the loader looks first
+    assert 'zcat' in check and f'{data.DEBIAN_DIR}/$name' in check, check
 
 
 # --- .dockerignore --------------------------------------------------------------
 
-def test_dockerignore_keeps_what_the_image_copies():
+@BOTH
+def test_dockerignore_keeps_what_the_image_copies(name):
     with open(os.path.join(ROOT, '.dockerignore'), encoding='utf-8') as f:
         patterns = [p.strip().rstrip('/') for p in f
                     if p.strip() and not p.startswith('#') and not p.startswith('!')]
     for must in ('.venv', '.git', 'runs'):
         assert must in patterns, f'.dockerignore should exclude {must}'
-    for word, args in instructions():
+    for word, args in instructions(name):
         if word != 'COPY' or args.startswith('--from'):
             continue
         for src in [a for a in args.split() if not a.startswith('--')][:-1]:
