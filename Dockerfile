@@ -91,7 +91,7 @@ RUN set -- /tmp/wheels/mpi4py-*.whl \
 # so that a change in the source rebuilds only the last layers. numpy's bound
 # again: without it, newer matplotlib dependencies (contourpy) would lift numpy
 # to 2.x under mxnet; `pip check` says so if anything does.
-RUN pip install --no-cache-dir "tqdm>=4.60" "matplotlib>=3.7,<3.10" "pooch>=1.6" "filelock>=3.8" \
+RUN pip install --no-cache-dir "tqdm>=4.60" "matplotlib>=3.7,<3.10" "pooch>=1.6" "filelock>=3.8" "tensorboardX>=2.6" \
         "numpy>=1.23.2,<1.24"
 COPY pyproject.toml README.md /tmp/src/
 COPY distsoftmax /tmp/src/distsoftmax
