@@ -9,13 +9,15 @@ the data read first, so that the two overlap.
 import json
 import time
 
-from . import checkpoint, data as datasets, files, layout as layouts, loop, model, report, result, shard
+from . import checkpoint, data as datasets, elastic, files, layout as layouts, loop, model, report, result, shard
 from .errors import CheckpointError, Interrupted, LayoutError, UsageError
 from .task import Task
 
 
 def train(cfg, session, pending):
     """pending: data.prefetch(cfg.data, cfg.seed), started before this module's import."""
+    if elastic.active():        # horovodrun --min-np/--host-discovery-script: elastic.py's recipe
+        return elastic.train(cfg, session, pending)
     task = Task.of(cfg)
     t_start = time.perf_counter()
     pending.wait()                                         # done before MPI starts (its memory hooks)
