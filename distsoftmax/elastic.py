@@ -47,10 +47,11 @@ from mxnet import autograd, nd
 from . import checkpoint, files, layout as layouts, loop, model, report, result, shard, startup
 from . import watchdog as watchdogs
 from .contexts import one_context
-from .errors import CheckpointError, Interrupted, UsageError
+from .errors import LayoutError, UsageError
 from .task import Task
 
 COMMIT_STEPS = 16    # default steps between two commits (DISTSOFTMAX_COMMIT_STEPS); bench/elastic.py measures it
+GLOO_TIMEOUT = 30    # s: HOROVOD_GLOO_TIMEOUT_SECONDS in elastic mode (horovodrun's own default)
 TICK = 0.5           # s between two looks of the progress watch
 
 
@@ -165,7 +166,23 @@ class ElasticHorovod(layouts.Horovod):
     """The horovod layout whose membership can change: rejoin() re-forms it."""
 
     def __init__(self, devices, final, timeout):
-        super().__init__(devices, final, timeout)
+        try:
+            import horovod.mxnet as hvd
+        except Exception as e:
+            raise LayoutError(f'horovodrun elastic: Horovod with MXNet is not available ({e}); '
+                              'run ./bootstrap.sh setup') from None
+        layouts._set_defaults_for(devices, horovod=True)
+        # Gloo's timeout bounds every wait of a collective. A survivor whose peers
+        # are Gloo-connected to the dead worker only through a live one (3 or more
+        # workers) may see no error at all: it waits in its collective until this
+        # timeout, then resets as the others did. Not the non-elastic layout's
+        # 660 s, so that recovery takes seconds, not minutes.
+        os.environ['HOROVOD_GLOO_TIMEOUT_SECONDS'] = os.environ.get('DISTSOFTMAX_ELASTIC_GLOO_TIMEOUT',
+                                                                    str(GLOO_TIMEOUT))
+        hvd.init()
+        self.hvd, self.final = hvd, final
+        self.rank, self.size, self.local_rank = hvd.rank(), hvd.size(), hvd.local_rank()
+        self._calls = 0
         self.devices = devices
         self.contexts = one_context(devices, self.local_rank)
         self.generation = 0

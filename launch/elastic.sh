@@ -149,14 +149,24 @@ reap_workers() {
 # failed worker's exit code (from that traceback) becomes this script's. A
 # failure of horovodrun's own (no worker said anything) is one line.
 filter_launcher() {
-    awk -v codefile="$work/code" '
-        /^\[[0-9]+\]<std(out|err)>:/ { if (/distsoftmax: error:/) said = 1; print; fflush(); next }
-        /^Traceback \(most recent call last\):/ { tb = 1; next }
-        tb && /^[A-Za-z_.]*(Error|Exception|Interrupt|Timeout)(: |$)/ && msg == "" { msg = $0; next }
-        /^Exit code: [0-9]+$/ { print $3 > codefile; next }
-        tb || /^(ERROR|WARNING|INFO|DEBUG):/ { next }
-        { print; fflush() }
-        END { if (msg != "" && !said) print "elastic.sh: horovodrun: " msg }'
+    local line tb='' msg='' said='' tagged='^\[[0-9]+\]<std(out|err)>:'
+    while IFS= read -r line || [ -n "$line" ]; do
+        if [[ "$line" =~ $tagged ]]; then
+            [[ "$line" != *'distsoftmax: error:'* ]] || said=1
+            printf '%s\n' "$line"
+        elif [[ "$line" == 'Traceback (most recent call last):' ]]; then
+            tb=1
+        elif [ -n "$tb" ] && [ -z "$msg" ] && [[ "$line" =~ ^[A-Za-z_.]*(Error|Exception|Interrupt|Timeout)(:\ |$) ]]; then
+            msg=$line
+        elif [[ "$line" =~ ^Exit\ code:\ ([0-9]+)$ ]]; then
+            echo "${BASH_REMATCH[1]}" > "$work/code"
+        elif [ -z "$tb" ] && ! [[ "$line" =~ ^(ERROR|WARNING|INFO|DEBUG): ]]; then
+            printf '%s\n' "$line"
+        fi
+    done
+    if [ -n "$msg" ] && [ -z "$said" ]; then
+        echo "elastic.sh: horovodrun: $msg"
+    fi
 }
 
 # horovodrun in a session of its own, so that a signal here reaches it once
