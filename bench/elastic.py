@@ -31,7 +31,9 @@ def run(cmd, env, metrics):
     if r.returncode != 0:
         sys.exit(f'bench/elastic.py: {" ".join(cmd[:8])} ... failed ({r.returncode}):\n{r.stdout[-2000:]}{r.stderr[-2000:]}')
     with open(metrics) as f:
-        return json.loads(f.read().splitlines()[-1])['samples_per_s']
+        s = json.loads(f.read().splitlines()[-1])
+    per = s['elastic_commit_seconds'] / s['elastic_commits'] if s.get('elastic_commits') else None
+    return s['samples_per_s'], per
 
 
 def main():
@@ -67,13 +69,16 @@ def main():
         for name, (launcher, extra) in configs.items():
             m = os.path.join(tmp, f'm{r}-{len(got[name])}.jsonl')
             got[name].append(run(launcher + [sys.executable, *flags, '--metrics', m], dict(base, **extra), m))
-    ref = statistics.median(got['non-elastic'])
+    ref = statistics.median(v for v, _ in got['non-elastic'])
     print(f'{a.np} workers, Gloo, {a.samples} samples x {a.epochs} epochs, batch {a.batch_size}, '
           f'{a.rounds} rounds (median samples/s of training)')
-    for name, values in got.items():
+    for name, runs in got.items():
+        values = [v for v, _ in runs]
         med = statistics.median(values)
-        cost = '' if name == 'non-elastic' else f', {100 * (1 - med / ref):+.1f}% slower than non-elastic'
-        print(f'  {name:32s} {med:9.0f} samples/s  ({", ".join(f"{v:.0f}" for v in values)}){cost}')
+        cost = '' if name == 'non-elastic' else f', {100 * (1 - med / ref):+.1f}% against non-elastic'
+        per = [c for _, c in runs if c is not None]
+        commit = f'; a mid-epoch commit took {1000 * statistics.median(per):.1f} ms (median)' if per else ''
+        print(f'  {name:32s} {med:9.0f} samples/s  ({", ".join(f"{v:.0f}" for v in values)}){cost}{commit}')
 
 
 if __name__ == '__main__':

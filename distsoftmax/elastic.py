@@ -50,7 +50,8 @@ from .contexts import one_context
 from .errors import LayoutError, UsageError
 from .task import Task
 
-COMMIT_STEPS = 16    # default steps between two commits (DISTSOFTMAX_COMMIT_STEPS); bench/elastic.py measures it
+COMMIT_STEPS = 32    # default steps between two commits (DISTSOFTMAX_COMMIT_STEPS): about 10% of the
+                     # training speed of 2 Gloo workers on CPU here (bench/elastic.py); a failure replays at most these
 GLOO_TIMEOUT = 30    # s: HOROVOD_GLOO_TIMEOUT_SECONDS in elastic mode (horovodrun's own default)
 TICK = 0.5           # s between two looks of the progress watch
 
@@ -316,6 +317,7 @@ class _Run:
         self.lock = None          # the checkpoint lock, while this process is rank 0
         self.device_data, self.data_contexts = None, None
         self.log = report.Log(main=False, quiet=cfg.quiet, timestamps=cfg.timestamps)
+        self.commits, self.commit_seconds = 0, 0.0   # mid-epoch commits of this process, and their time
 
     def fresh_values(self):
         """The values of a run that has not begun: rank 0's initial parameters."""
@@ -441,10 +443,14 @@ class _Run:
             kept.append(out)
             trainer.step(plan.batch_size)   # the global batch, the tail's too
             if step % self.every == 0 and step < total:
+                nd.waitall()                  # the steps before it: their time is not the commit's
+                t0 = time.perf_counter()
                 sums += self._summed(kept)
                 kept = []
                 layout.mark(f'the commit at epoch {epoch + 1}, step {step}')
                 state.commit_values(self._values(v, net, trainer, step=step, sums=sums))   # distributed
+                self.commits += 1
+                self.commit_seconds += time.perf_counter() - t0
         sums += self._summed(kept)
         per_step = np.array(sums, dtype=np.float64).reshape(-1, 2)
         bad = np.flatnonzero(~np.isfinite(per_step[:, 0]))
@@ -491,6 +497,8 @@ class _Run:
         in_sync = layout.replicas_identical(net.collect_params())               # distributed
         summary = report.summary(history, v['resumed_after'], seconds, time.perf_counter() - self.t_start,
                                  layout, in_sync)
+        summary.update(elastic_commit_steps=self.every, elastic_commits=self.commits,
+                       elastic_commit_seconds=self.commit_seconds)
         if layout.is_main:
             self.job._finish(cfg, self.task, history, summary, self.log)
         if not in_sync:

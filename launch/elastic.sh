@@ -33,7 +33,7 @@
 #                       hosts to probe their common interfaces.
 #   ELASTIC_TIMEOUT     s, horovodrun --elastic-timeout: how long to wait for
 #                       MIN_NP processes after a change (default: 600)
-#   DISTSOFTMAX_COMMIT_STEPS  steps between two commits (default: 16)
+#   DISTSOFTMAX_COMMIT_STEPS  steps between two commits (default: 32)
 #   SSH_PORT, SSH_IDENTITY_FILE, HOROVODRUN_ARGS, PYTHON, OMP_NUM_THREADS: as multihost.sh
 #
 # Output: horovodrun's own traceback for a failed job is dropped (the

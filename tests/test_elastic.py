@@ -201,3 +201,44 @@ def test_below_min_np_ends_in_one_line(hosts, tmp_path):
     assert took < 90, f'{took:.0f} s'
     assert 1 <= saved_epoch(job.ckpt) < EPOCHS
     assert_no_rank_left(hosts)
+
+
+# -- on this host alone: two loopback "hosts" (localhost, 127.0.0.1), one slot each
+
+def local_elastic(tmp, *args, **extra):
+    hostfile = tmp / 'local-hosts'
+    hostfile.write_text('localhost slots=1\n127.0.0.1 slots=1\n')
+    return subprocess.run([ELASTIC, *args], cwd=ROOT, capture_output=True, text=True, timeout=240,
+                          env=env(HOSTFILE=hostfile, **extra))
+
+
+@pytest.mark.launcher
+def test_an_elastic_run_resumes_from_its_checkpoint_after_a_full_stop(tmp_path):
+    ckpt = tmp_path / 'ckpt'
+    short = [f if f != str(EPOCHS) else '2' for f in FLAGS]
+    r = local_elastic(tmp_path, *short, '--quiet', '--checkpoint-dir', ckpt)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert saved_epoch(ckpt) == 2
+    r = local_elastic(tmp_path, *FLAGS, '--checkpoint-dir', ckpt, '--resume')
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f'resumed from {ckpt} after epoch 2' in r.stdout, r.stdout
+    one = tmp_path / 'one'
+    s = subprocess.run([sys.executable, '-m', 'distsoftmax', *FLAGS, '--quiet', '--checkpoint-dir', str(one)],
+                       cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120)
+    assert s.returncode == 0, s.stderr
+    assert close_to(ckpt, load_params(one / 'model.params')) < TOL
+
+
+@pytest.mark.launcher
+@pytest.mark.parametrize('args, extra, code, says', [
+    (['--batch-size', '97'], {}, 2, '--batch-size 97 is not divisible by workers x devices = 2'),
+    (['--layout', 'mpi'], {}, 2, 'needs the horovod layout'),
+    ([], {'DISTSOFTMAX_COMMIT_STEPS': '0'}, 2, 'DISTSOFTMAX_COMMIT_STEPS=0: must be a positive integer'),
+], ids=['batch', 'layout', 'commit-steps'])
+def test_bad_input_in_elastic_mode_is_one_line(tmp_path, args, extra, code, says):
+    r = local_elastic(tmp_path, '--synthetic', '600', '--epochs', '1', *args, **extra)
+    out = r.stdout + r.stderr
+    errors = [line for line in out.splitlines() if 'distsoftmax: error:' in line]
+    assert r.returncode == code, out
+    assert len(errors) == 1 and says in errors[0], out
+    assert 'Traceback' not in out, out
