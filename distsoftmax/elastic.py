@@ -47,7 +47,7 @@ from mxnet import autograd, nd
 from . import checkpoint, files, layout as layouts, loop, model, report, result, shard, startup
 from . import watchdog as watchdogs
 from .contexts import one_context
-from .errors import LayoutError, UsageError
+from .errors import Interrupted, LayoutError, UsageError
 from .task import Task
 
 COMMIT_STEPS = 32    # default steps between two commits (DISTSOFTMAX_COMMIT_STEPS): about 10% of the
@@ -221,7 +221,6 @@ class CommitState:
 
     def __new__(cls, layout):
         from horovod.common.elastic import State
-        from horovod.common.exceptions import HorovodInternalError
 
         class _State(State):
             def __init__(self):
@@ -253,7 +252,6 @@ class CommitState:
                 self.saved = self._bcast(self.saved if layout.rank == 0 else None)
                 self.restore()
 
-        _State.HorovodInternalError = HorovodInternalError
         return _State()
 
 
@@ -305,7 +303,11 @@ def train(cfg, session, pending):
         layout.rejoin()                                    # distributed: re-form the ring
         layout.mark('the broadcast of the last commit')
 
-    return run_fn(run.body, reset)(state)
+    try:
+        return run_fn(run.body, reset)(state)
+    except Interrupted as e:    # said as job.train says it: what was kept
+        history = (state.values or {}).get('history', [])
+        raise Interrupted(e.signum, job._kept(str(e), cfg, history)) from None
 
 
 class _Run:
