@@ -150,13 +150,17 @@ class Watch:
                 if self.rejoining:
                     self._end(1, f'the job could not be re-formed within {limit:.0f} s (--timeout) after a '
                               f'worker left; last commit: {self.last_commit}', speak=True)
-                self._end(1, f'no progress for {waited:.0f} s (--timeout {limit:.0f}) in {self.what}: '
-                          'a worker stopped or the network was cut; stopping', speak=self.layout.rank == 0)
+                what = (f'no progress for {waited:.0f} s (--timeout {limit:.0f}) in {self.what}: '
+                        'a worker stopped or the network was cut; stopping')
+                if self.layout.rank == 0:
+                    self._end(1, what, speak=True)
+                # rank 0 says it for the job; another rank leaves a note (rank 0 may be the one stopped)
+                self._end(1, f'rank {self.layout.rank}: {what}', speak=True, kind='')
 
-    def _end(self, code, message, speak):
+    def _end(self, code, message, speak, kind='error: '):
         if speak:
             try:
-                sys.stderr.write(f'distsoftmax: error: {message}\n')
+                sys.stderr.write(f'distsoftmax: {kind}{message}\n')
             except (OSError, ValueError):
                 pass
         startup.flush()

@@ -34,6 +34,8 @@
 #   ELASTIC_TIMEOUT     s, horovodrun --elastic-timeout: how long to wait for
 #                       MIN_NP processes after a change (default: 600)
 #   DISTSOFTMAX_COMMIT_STEPS  steps between two commits (default: 32)
+#   GRACE               s after a worker's error line before horovodrun, if it still
+#                       runs (a stopped worker holds it), is stopped (default: 30)
 #   SSH_PORT, SSH_IDENTITY_FILE, HOROVODRUN_ARGS, PYTHON, OMP_NUM_THREADS: as multihost.sh
 #
 # Output: horovodrun's own traceback for a failed job is dropped (the
@@ -88,7 +90,7 @@ if [ "$slots" -eq 0 ]; then
 fi
 NP=${NP:-$slots}
 MIN_NP=${MIN_NP:-1}
-for v in NP MIN_NP ${MAX_NP:+MAX_NP} ${ELASTIC_TIMEOUT:+ELASTIC_TIMEOUT}; do
+for v in NP MIN_NP ${MAX_NP:+MAX_NP} ${ELASTIC_TIMEOUT:+ELASTIC_TIMEOUT} ${GRACE:+GRACE}; do
     case "${!v}" in '' | *[!0-9]* | 0) echo "elastic.sh: $v must be a positive integer, not '${!v}'" >&2; exit 2 ;; esac
 done
 if [ "$MIN_NP" -gt "$NP" ]; then
@@ -135,6 +137,11 @@ reap='for e in /proc/[0-9]*/environ; do
 done; true'
 reap_workers() {
     local host pids
+    if [ -n "$local_only" ]; then
+        pids=$(env -u DISTSOFTMAX_ELASTIC_RUN bash -s -- "$DISTSOFTMAX_ELASTIC_RUN" <<< "$reap")
+        [ -z "$pids" ] || echo "elastic.sh: ended what was left of this run: pid ${pids//$'\n'/ }" >&2
+        return
+    fi
     while read -r host; do
         pids=$(env -u DISTSOFTMAX_ELASTIC_RUN ssh "${ssh_opts[@]}" "$host" \
                bash -s -- "$DISTSOFTMAX_ELASTIC_RUN" <<< "$reap" 2>/dev/null) || continue
@@ -152,7 +159,13 @@ filter_launcher() {
     local line tb='' msg='' said='' tagged='^\[[0-9]+\]<std(out|err)>:'
     while IFS= read -r line || [ -n "$line" ]; do
         if [[ "$line" =~ $tagged ]]; then
-            [[ "$line" != *'distsoftmax: error:'* ]] || said=1
+            if [[ "$line" == *'distsoftmax: error:'* ]] && [ -z "$said" ]; then
+                said=1
+                : > "$work/said_error"
+            fi
+            if [[ "$line" =~ distsoftmax:\ (error:|rank\ [0-9]+:\ no\ progress) ]] && ! [ -s "$work/said" ]; then
+                date +%s > "$work/said"
+            fi
             printf '%s\n' "$line"
         elif [[ "$line" == 'Traceback (most recent call last):' ]]; then
             tb=1
@@ -175,14 +188,36 @@ status=0
     | filter_launcher &
 filter=$!
 trap 'kill -TERM "$(cat "$work/pid" 2>/dev/null)" 2>/dev/null || true' INT TERM
+# A worker that stops without dying (SIGSTOP, a hung host) never reports to
+# horovodrun, which then waits for it for ever after the others have said
+# their line and left: GRACE seconds after a worker's error line (or a
+# survivor's note, when rank 0 itself is the one stopped), horovodrun is
+# stopped, and what is left of the run is ended.
+grace=${GRACE:-30}
+stopped=''
 while kill -0 "$filter" 2>/dev/null; do
-    wait "$filter" || true
+    sleep 1
+    if [ -z "$stopped" ] && [ -s "$work/said" ] && [ $(( $(date +%s) - $(cat "$work/said") )) -ge "$grace" ]; then
+        stopped=1
+        if [ -e "$work/said_error" ]; then
+            echo "elastic.sh: horovodrun still runs $grace s after a worker's error: stopping it" >&2
+        else
+            echo "distsoftmax: error: a worker stopped making progress and horovodrun waits for it:" \
+                 "stopping the job (elastic.sh, $grace s after the first note)" >&2
+        fi
+        kill -TERM "$(cat "$work/pid")" 2>/dev/null || true
+        reap_workers
+    fi
 done
+wait "$filter" 2>/dev/null || true
 [ ! -s "$work/status" ] || status=$(cat "$work/status")
 if [ "$status" -ne 0 ] && [ -s "$work/code" ]; then
     status=$(head -n 1 "$work/code")
 fi
-if [ "$status" -ne 0 ] && [ -z "$local_only" ]; then
+if [ -n "$stopped" ] && [ "$status" -eq 0 ]; then
+    status=1
+fi
+if [ "$status" -ne 0 ]; then
     reap_workers
 fi
 exit "$status"

@@ -113,10 +113,19 @@ class Job:
                     f'epoch {epoch}')
         assert self.p.poll() is None, self.out
 
-    def kill_worker_on(self, host):
+    def kill_worker_on(self, host, sig=signal.SIGKILL):
         ranks = self.hosts.ranks(host)
         assert len(ranks) == 1, (host, ranks, self.out)
-        os.kill(ranks[0][0], signal.SIGKILL)
+        os.kill(ranks[0][0], sig)
+
+    def host_of_rank(self, rank):
+        """The host whose worker horovodrun started as this rank."""
+        for n in self.hosts.names:
+            for pid, _ in self.hosts.ranks(n):
+                with open(f'/proc/{pid}/environ', 'rb') as f:
+                    if f'HOROVOD_RANK={rank}'.encode() in f.read().split(b'\0'):
+                        return n
+        raise AssertionError(f'no rank {rank}: {self.out}')
 
     def finish(self, timeout=240):
         try:
@@ -200,6 +209,25 @@ def test_below_min_np_ends_in_one_line(hosts, tmp_path):
     assert 'Traceback' not in out, out
     assert took < 90, f'{took:.0f} s'
     assert 1 <= saved_epoch(job.ckpt) < EPOCHS
+    assert_no_rank_left(hosts)
+
+
+@pytest.mark.parametrize('stopped', [1, 0], ids=['rank1', 'rank0'])
+def test_a_stopped_worker_ends_the_job_in_one_line(hosts, tmp_path, stopped):
+    """SIGSTOP of one worker: it neither works nor dies. After --timeout rank 0
+    says so (or, rank 0 stopped, the survivor leaves a note and elastic.sh says
+    it); horovodrun, which would wait for the stopped worker for ever, is
+    stopped GRACE s later, and nothing is left on any host."""
+    job = Job(hosts, tmp_path, ['a', 'b'], '--timeout', '15', MIN_NP=1, GRACE=5)
+    job.wait_epoch(1)
+    job.kill_worker_on(job.host_of_rank(stopped), signal.SIGSTOP)
+    rc = job.finish(timeout=150)
+    out = job.out
+    assert rc is not None and rc != 0, out
+    errors = [line for line in out.splitlines() if 'distsoftmax: error:' in line]
+    assert len(errors) == 1, out
+    assert ('no progress for' if stopped else 'a worker stopped making progress') in errors[0], out
+    assert 'Traceback' not in out, out
     assert_no_rank_left(hosts)
 
 
