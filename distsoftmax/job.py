@@ -9,7 +9,8 @@ the data read first, so that the two overlap.
 import json
 import time
 
-from . import checkpoint, data as datasets, files, launchers, layout as layouts, loop, model, records, report, result, shard
+from . import (checkpoint, data as datasets, elastic, files, launchers, layout as layouts, loop, model, records,
+               report, result, shard)
 from .errors import CheckpointError, Interrupted, LayoutError, OutputError, UsageError
 from .task import Task
 
@@ -19,6 +20,8 @@ MAX_ELEMENTS = 2 ** 31 - 1   # elements of one NDArray in an mxnet built without
 
 def train(cfg, session, pending):
     """pending: data.prefetch(cfg.data, cfg.seed), started before this module's import."""
+    if elastic.active():        # horovodrun --min-np/--host-discovery-script: elastic.py's recipe
+        return elastic.train(cfg, session, pending)
     task = Task.of(cfg)
     t_start = time.perf_counter()
     if (cfg.data.synthetic or 0) >= SAY_SYNTHETIC and not cfg.quiet and launchers.rank() == 0:

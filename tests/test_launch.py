@@ -32,6 +32,7 @@ LAUNCHER_FLAGS = {
     '--gloo', '--mpi', '--hostfile', '--network-interfaces', '--network-interface',
     '--timeline-filename', '--timeline-mark-cycles', '--mpi-args', '--verbose', '--min-np',
     '--start-timeout', '--ssh-port', '--ssh-identity-file', '--output-filename',
+    '--max-np', '--host-discovery-script', '--elastic-timeout', '--blacklist-cooldown-range',  # elastic
     '--autotune', '--fusion-threshold-mb', '--cycle-time-ms', '--check-build',
     # mpirun
     '--allow-run-as-root', '--oversubscribe', '--mca', '--bind-to', '--map-by', '--tag-output',

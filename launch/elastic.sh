@@ -1,0 +1,223 @@
+#!/usr/bin/env bash
+# Elastic Horovod: horovodrun -np NP --min-np MIN_NP [--max-np MAX_NP]
+# --host-discovery-script, over Gloo. Workers that fail leave, hosts that the
+# discovery lists join, and the job goes on without a restart; distsoftmax
+# rolls back to its last commit and replays the same global steps, so the
+# result stays the one-process result (README: "Elastic training").
+#
+#   launch/elastic.sh [distsoftmax train flags...]
+#
+# Needs what multihost.sh needs on every host (passwordless ssh from this
+# launch host, the repository and its .venv at the same path, data and
+# --checkpoint-dir on storage every host sees the same way).
+#
+# Blacklisting: a worker that fails (kill -9, a crash, an exit non-zero) gets
+# its whole host blacklisted by horovodrun for the rest of the run (or for
+# HOROVODRUN_ARGS="--blacklist-cooldown-range MIN MAX" seconds): two slots on
+# one host do not survive the loss of one of them. Put the workers on
+# different hosts (slots=1 each) to survive the loss of one.
+#
+# environment:
+#   HOSTFILE            "host slots=N" (or "host:N") lines, read again at every
+#                       discovery (every few seconds): add a line to add a host,
+#                       remove one to take a host out (default: launch/hosts)
+#   DISCOVERY           instead of HOSTFILE: a shell command that prints the
+#                       available hosts, one "host:slots" line each
+#   NP                  processes to start with (default: every slot found now)
+#   MIN_NP              fewer processes than this: the job waits up to
+#                       ELASTIC_TIMEOUT for hosts, then ends (default: 1)
+#   MAX_NP              at most this many processes (default: no bound)
+#   NETWORK_INTERFACE   the interface Gloo uses, e.g. eth0 (default: HOROVOD_GLOO_IFACE;
+#                       lo when every host is localhost or 127.*). Required
+#                       otherwise: without it elastic Gloo waits, silently, for two
+#                       hosts to probe their common interfaces.
+#   ELASTIC_TIMEOUT     s, horovodrun --elastic-timeout: how long to wait for
+#                       MIN_NP processes after a change (default: 600)
+#   DISTSOFTMAX_COMMIT_STEPS  steps between two commits (default: 32)
+#   GRACE               s after a worker's error line before horovodrun, if it still
+#                       runs (a stopped worker holds it), is stopped (default: 30)
+#   SSH_PORT, SSH_IDENTITY_FILE, HOROVODRUN_ARGS, PYTHON, OMP_NUM_THREADS: as multihost.sh
+#
+# Output: horovodrun's own traceback for a failed job is dropped (the
+# workers' one line says what failed); its exit code is kept. After a failure
+# what is left of this run on every host that was ever listed is ended.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=SCRIPTDIR/common.sh
+. "$here/common.sh"
+use_repo_venv
+python=${PYTHON:-${REPO_PYTHON:-python}}
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/distsoftmax-elastic.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+seen=$work/seen
+: > "$seen"
+
+if [ -n "${DISCOVERY:-}" ]; then
+    printf '#!/bin/sh\n( %s ) | tee -a %q\n' "$DISCOVERY" "$seen" > "$work/discover"
+else
+    hostfile=${HOSTFILE:-$here/hosts}
+    if [ ! -r "$hostfile" ]; then
+        echo "elastic.sh: no hostfile $hostfile: copy launch/hosts.example there and edit it," \
+             "or set HOSTFILE or DISCOVERY" >&2
+        exit 2
+    fi
+    hostfile=$(cd "$(dirname "$hostfile")" && pwd)/$(basename "$hostfile")
+    # "host slots=N" and "host:N" lines; blank lines and comments are skipped
+    cat > "$work/discover" <<EOF
+#!/bin/sh
+sed -n -e 's/^[[:space:]]*\([^[:space:]#:]\{1,\}\)[[:space:]]\{1,\}slots=\([0-9]\{1,\}\)[[:space:]]*$/\1:\2/p' -e t \\
+       -e 's/^[[:space:]]*\([^[:space:]#:]\{1,\}:[0-9]\{1,\}\)[[:space:]]*$/\1/p' '$hostfile' | tee -a '$seen'
+EOF
+fi
+chmod +x "$work/discover"
+
+if ! now=$("$work/discover" 2>&1); then
+    echo "elastic.sh: the host discovery failed: $(tail -n 1 <<< "$now")" >&2
+    exit 2
+fi
+slots=0 local_only=1
+while IFS=: read -r host n; do
+    [ -n "$host" ] || continue
+    case "$n" in '' | *[!0-9]*) echo "elastic.sh: discovery printed '$host:$n', not host:slots" >&2; exit 2 ;; esac
+    slots=$(( slots + n ))
+    case "$host" in localhost | 127.*) ;; *) local_only='' ;; esac
+done <<< "$now"
+if [ "$slots" -eq 0 ]; then
+    echo "elastic.sh: the host discovery lists no slots${hostfile:+ in $hostfile}" >&2
+    exit 2
+fi
+NP=${NP:-$slots}
+MIN_NP=${MIN_NP:-1}
+for v in NP MIN_NP ${MAX_NP:+MAX_NP} ${ELASTIC_TIMEOUT:+ELASTIC_TIMEOUT} ${GRACE:+GRACE}; do
+    case "${!v}" in '' | *[!0-9]* | 0) echo "elastic.sh: $v must be a positive integer, not '${!v}'" >&2; exit 2 ;; esac
+done
+if [ "$MIN_NP" -gt "$NP" ]; then
+    echo "elastic.sh: MIN_NP $MIN_NP is more than NP $NP" >&2
+    exit 2
+fi
+iface=${NETWORK_INTERFACE:-${HOROVOD_GLOO_IFACE:-}}
+if [ -z "$iface" ]; then
+    if [ -n "$local_only" ]; then
+        iface=lo
+    else
+        echo "elastic.sh: set NETWORK_INTERFACE (e.g. eth0): elastic Gloo on several hosts needs" \
+             "--network-interface, or it waits for two hosts to probe their interfaces" >&2
+        exit 2
+    fi
+fi
+
+default_omp_threads
+args=(-np "$NP" --min-np "$MIN_NP" --host-discovery-script "$work/discover" --gloo
+      --network-interface "$iface")
+[ -z "${MAX_NP:-}" ] || args+=(--max-np "$MAX_NP")
+[ -z "${ELASTIC_TIMEOUT:-}" ] || args+=(--elastic-timeout "$ELASTIC_TIMEOUT")
+ssh_opts=(-o BatchMode=yes -o ConnectTimeout=10 -o StrictHostKeyChecking=no)
+if [ -n "${SSH_PORT:-}" ]; then
+    args+=(-p "$SSH_PORT")
+    ssh_opts+=(-p "$SSH_PORT")
+fi
+if [ -n "${SSH_IDENTITY_FILE:-}" ]; then
+    args+=(--ssh-identity-file "$SSH_IDENTITY_FILE")
+    ssh_opts+=(-i "$SSH_IDENTITY_FILE")
+fi
+split_words elastic.sh HOROVODRUN_ARGS
+extra=("${words[@]}")
+
+# every worker of this run carries DISTSOFTMAX_ELASTIC_RUN (horovodrun passes the
+# environment on): after a failure, what is left of it is ended on every host
+DISTSOFTMAX_ELASTIC_RUN="${HOSTNAME:-host}-$$-$(date +%s)-$RANDOM"
+export DISTSOFTMAX_ELASTIC_RUN
+# shellcheck disable=SC2016  # expanded on the remote host
+reap='for e in /proc/[0-9]*/environ; do
+    if tr "\0" "\n" < "$e" 2>/dev/null | grep -qxF "DISTSOFTMAX_ELASTIC_RUN=$1"; then
+        p=${e#/proc/}; kill -KILL "${p%/environ}" 2>/dev/null && echo "${p%/environ}"
+    fi
+done; true'
+reap_workers() {
+    local host pids
+    if [ -n "$local_only" ]; then
+        pids=$(env -u DISTSOFTMAX_ELASTIC_RUN bash -s -- "$DISTSOFTMAX_ELASTIC_RUN" <<< "$reap")
+        [ -z "$pids" ] || echo "elastic.sh: ended what was left of this run: pid ${pids//$'\n'/ }" >&2
+        return
+    fi
+    while read -r host; do
+        pids=$(env -u DISTSOFTMAX_ELASTIC_RUN ssh "${ssh_opts[@]}" "$host" \
+               bash -s -- "$DISTSOFTMAX_ELASTIC_RUN" <<< "$reap" 2>/dev/null) || continue
+        if [ -n "$pids" ]; then
+            echo "elastic.sh: ended what was left of this run on $host: pid ${pids//$'\n'/ }" >&2
+        fi
+    done < <(cut -d: -f1 "$seen" | sort -u)
+}
+
+# What horovodrun says of a failed job (its logging, its traceback) comes after
+# the worker's own line, which says what failed: it is dropped; the first
+# failed worker's exit code (from that traceback) becomes this script's. A
+# failure of horovodrun's own (no worker said anything) is one line.
+filter_launcher() {
+    local line tb='' msg='' said='' tagged='^\[[0-9]+\]<std(out|err)>:'
+    while IFS= read -r line || [ -n "$line" ]; do
+        if [[ "$line" =~ $tagged ]]; then
+            if [[ "$line" == *'distsoftmax: error:'* ]] && [ -z "$said" ]; then
+                said=1
+                : > "$work/said_error"
+            fi
+            if [[ "$line" =~ distsoftmax:\ (error:|rank\ [0-9]+:\ no\ progress) ]] && ! [ -s "$work/said" ]; then
+                date +%s > "$work/said"
+            fi
+            printf '%s\n' "$line"
+        elif [[ "$line" == 'Traceback (most recent call last):' ]]; then
+            tb=1
+        elif [ -n "$tb" ] && [ -z "$msg" ] && [[ "$line" =~ ^[A-Za-z_.]*(Error|Exception|Interrupt|Timeout)(:\ |$) ]]; then
+            msg=$line
+        elif [[ "$line" =~ ^Exit\ code:\ ([0-9]+)$ ]]; then
+            echo "${BASH_REMATCH[1]}" > "$work/code"
+        elif [ -z "$tb" ] && ! [[ "$line" =~ ^(ERROR|WARNING|INFO|DEBUG): ]]; then
+            printf '%s\n' "$line"
+        fi
+    done
+    if [ -n "$msg" ] && [ -z "$said" ]; then
+        echo "elastic.sh: horovodrun: $msg"
+    fi
+}
+
+# horovodrun in a session of its own, so that a signal here reaches it once
+status=0
+{ horovodrun "${args[@]}" "${extra[@]}" "$python" -m distsoftmax "$@" 2>&1 & echo $! > "$work/pid"; wait $! || echo $? > "$work/status"; } \
+    | filter_launcher &
+filter=$!
+trap 'kill -TERM "$(cat "$work/pid" 2>/dev/null)" 2>/dev/null || true' INT TERM
+# A worker that stops without dying (SIGSTOP, a hung host) never reports to
+# horovodrun, which then waits for it for ever after the others have said
+# their line and left: GRACE seconds after a worker's error line (or a
+# survivor's note, when rank 0 itself is the one stopped), horovodrun is
+# stopped, and what is left of the run is ended.
+grace=${GRACE:-30}
+stopped=''
+while kill -0 "$filter" 2>/dev/null; do
+    sleep 1
+    if [ -z "$stopped" ] && [ -s "$work/said" ] && [ $(( $(date +%s) - $(cat "$work/said") )) -ge "$grace" ]; then
+        stopped=1
+        if [ -e "$work/said_error" ]; then
+            echo "elastic.sh: horovodrun still runs $grace s after a worker's error: stopping it" >&2
+        else
+            echo "distsoftmax: error: a worker stopped making progress and horovodrun waits for it:" \
+                 "stopping the job (elastic.sh, $grace s after the first note)" >&2
+        fi
+        kill -TERM "$(cat "$work/pid")" 2>/dev/null || true
+        reap_workers
+    fi
+done
+wait "$filter" 2>/dev/null || true
+[ ! -s "$work/status" ] || status=$(cat "$work/status")
+if [ "$status" -ne 0 ] && [ -s "$work/code" ]; then
+    status=$(head -n 1 "$work/code")
+fi
+if [ -n "$stopped" ] && [ "$status" -eq 0 ]; then
+    status=1
+fi
+if [ "$status" -ne 0 ]; then
+    reap_workers
+fi
+exit "$status"

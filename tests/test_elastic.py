@@ -1,0 +1,272 @@
+"""Elastic training for real (issue 26): launch/elastic.sh runs horovodrun's
+elastic mode over Gloo on namespace hosts (tests/cluster_fixtures.NetnsHosts),
+one slot a host, and the tests kill workers with SIGKILL or add a host to the
+hostfile that the discovery script reads. The result must be the
+uninterrupted one-process run's within 1e-5.
+
+The world sizes met here (3, 2, 1) all divide the global batch of 96 and the
+epoch's tail (6000 = 62 x 96 + 48), so no world trims a sample (README: "The
+tail rule"). DISTSOFTMAX_FAULT=sleep makes each step last long enough for a
+kill to land mid-epoch; no test is timed except to bound a hang."""
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import cluster_fixtures as cf
+from harness import ROOT, env, load_params, saved_epoch
+
+pytestmark = pytest.mark.cluster
+ELASTIC = os.path.join(ROOT, 'launch', 'elastic.sh')
+EPOCHS = 3
+FLAGS = ['--synthetic', '6000', '--batch-size', '96', '--epochs', str(EPOCHS)]
+SLOW = 'sleep=0.04'       # s added to every step: an epoch of 63 steps lasts a few seconds
+TOL = 1e-5
+
+
+def require_cluster():
+    reason = cf.skip_reason()
+    if reason:
+        if os.environ.get('DISTSOFTMAX_CLUSTER_TESTS') == 'require':
+            pytest.fail(f'cluster tests required, but: {reason}')
+        pytest.skip(reason)
+
+
+def cluster_env(**extra):
+    e = env(PYTHONPATH=ROOT, **extra)
+    e['PATH'] = e['PATH'] + ':/usr/sbin:/sbin'
+    return e
+
+
+@pytest.fixture(scope='module')
+def hosts(tmp_path_factory):
+    require_cluster()
+    h = cf.NetnsHosts(tmp_path_factory.mktemp('hosts'), ['a', 'b', 'c'], subnet='10.213.9')
+    try:
+        h.create()
+        h.start_sshd()
+        yield h
+    finally:
+        h.destroy()
+
+
+@pytest.fixture(scope='module')
+def single(tmp_path_factory):
+    """The uninterrupted one-process run's final parameters."""
+    require_cluster()
+    ckpt = tmp_path_factory.mktemp('single') / 'ckpt'
+    r = subprocess.run([sys.executable, '-m', 'distsoftmax', *FLAGS, '--quiet', '--checkpoint-dir', str(ckpt)],
+                       cwd=ROOT, env=cluster_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return load_params(ckpt / 'model.params')
+
+
+def close_to(ckpt, want):
+    got = load_params(os.path.join(ckpt, 'model.params'))
+    assert got.keys() == want.keys()
+    return max(float(np.abs(got[k] - want[k]).max()) for k in want)
+
+
+class Job:
+    """launch/elastic.sh on host a, its output collected as it comes."""
+
+    def __init__(self, hosts, tmp, names, *args, **extra):
+        self.hosts, self.hostfile = hosts, tmp / 'hosts'
+        self.hostfile.write_text(''.join(f'{n} slots=1\n' for n in names))
+        self.ckpt = tmp / 'ckpt'
+        e = cluster_env(HOSTFILE=self.hostfile, SSH_IDENTITY_FILE=hosts.key, NETWORK_INTERFACE='eth0',
+                        DISTSOFTMAX_FAULT=SLOW, **extra)
+        self.p = subprocess.Popen(hosts.exec_argv('a', [ELASTIC, *FLAGS, '--checkpoint-dir', str(self.ckpt),
+                                                        *args]),
+                                  cwd=ROOT, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  start_new_session=True)
+        self.lines, self.seen = [], set()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self._stop = threading.Event()
+        self._watch = threading.Thread(target=self._look, daemon=True)
+        self._watch.start()
+
+    def _read(self):
+        for line in self.p.stdout:
+            self.lines.append(line)
+
+    def _look(self):
+        while not self._stop.is_set():
+            for n in self.hosts.names:
+                if self.hosts.ranks(n):
+                    self.seen.add(n)
+            time.sleep(0.2)
+
+    @property
+    def out(self):
+        return ''.join(self.lines)
+
+    def wait_epoch(self, epoch, timeout=180):
+        cf.wait_for(lambda: saved_epoch(self.ckpt) >= epoch or self.p.poll() is not None, timeout,
+                    f'epoch {epoch}')
+        assert self.p.poll() is None, self.out
+
+    def kill_worker_on(self, host, sig=signal.SIGKILL):
+        ranks = self.hosts.ranks(host)
+        assert len(ranks) == 1, (host, ranks, self.out)
+        os.kill(ranks[0][0], sig)
+
+    def host_of_rank(self, rank):
+        """The host whose worker horovodrun started as this rank."""
+        for n in self.hosts.names:
+            for pid, _ in self.hosts.ranks(n):
+                with open(f'/proc/{pid}/environ', 'rb') as f:
+                    if f'HOROVOD_RANK={rank}'.encode() in f.read().split(b'\0'):
+                        return n
+        raise AssertionError(f'no rank {rank}: {self.out}')
+
+    def finish(self, timeout=240):
+        try:
+            self.p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass                     # the returncode stays None, and the test shows the output
+        finally:
+            hung = self.p.poll() is None
+            if hung:
+                os.killpg(self.p.pid, signal.SIGKILL)
+                self.p.wait()
+            self._reader.join(10)
+            self._stop.set()
+            self._watch.join(5)
+        return None if hung else self.p.returncode
+
+
+def assert_no_rank_left(hosts, wait=15):
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline and any(hosts.leftovers(n) for n in hosts.names):
+        time.sleep(0.2)
+    left = {n: hosts.leftovers(n) for n in hosts.names if hosts.leftovers(n)}
+    for procs in left.values():
+        for pid, _ in procs:
+            cf._kill(pid)
+    assert not left, f'ranks left behind: {left}'
+
+
+def resets(out):
+    """The world sizes rank 0 announced after each reset."""
+    return [int(n) for n in re.findall(r'elastic: (\d+) worker\(s\) now', out)]
+
+
+@pytest.mark.parametrize('victim', ['b', 'a'], ids=['a-worker', 'rank0'])
+def test_a_killed_worker_leaves_and_the_result_is_the_one_process_result(hosts, single, tmp_path, victim):
+    """3 hosts, MIN_NP 2: kill -9 of one host's worker mid-epoch (host a's is rank 0)."""
+    job = Job(hosts, tmp_path, ['a', 'b', 'c'], MIN_NP=2)
+    job.wait_epoch(1)
+    time.sleep(1.5)                  # into epoch 2, past its first commit
+    job.kill_worker_on(victim)
+    rc = job.finish()
+    out = job.out
+    assert rc == 0, out
+    assert resets(out) == [2], out
+    assert 'done: horovod (elastic), 2 worker(s)' in out, out
+    assert job.seen == {'a', 'b', 'c'}, job.seen
+    assert close_to(job.ckpt, single) < TOL, out
+    assert 'Traceback' not in out, out
+    assert_no_rank_left(hosts)
+
+
+def test_a_host_added_to_the_discovery_joins(hosts, single, tmp_path):
+    job = Job(hosts, tmp_path, ['a', 'b'], MIN_NP=1)
+    job.wait_epoch(1)
+    with open(job.hostfile, 'a') as f:
+        f.write('c slots=1\n')
+    rc = job.finish()
+    out = job.out
+    assert rc == 0, out
+    assert resets(out) == [3], out
+    assert 'done: horovod (elastic), 3 worker(s)' in out, out
+    assert 'c' in job.seen, job.seen
+    assert close_to(job.ckpt, single) < TOL, out
+    assert_no_rank_left(hosts)
+
+
+def test_below_min_np_ends_in_one_line(hosts, tmp_path):
+    """2 hosts, MIN_NP 2: the survivor of a kill cannot go on. Within the
+    elastic timeout (10 s) and its SIGTERM, one line, no traceback, nothing left."""
+    job = Job(hosts, tmp_path, ['a', 'b'], '--timeout', '60', MIN_NP=2, ELASTIC_TIMEOUT=10)
+    job.wait_epoch(1)
+    job.kill_worker_on('b')
+    t0 = time.monotonic()
+    rc = job.finish(timeout=120)
+    took = time.monotonic() - t0
+    out = job.out
+    assert rc != 0, out
+    errors = [line for line in out.splitlines() if 'distsoftmax: error:' in line]
+    assert len(errors) == 1, out
+    assert 'could not be re-formed' in errors[0], out
+    assert 'Traceback' not in out, out
+    assert took < 90, f'{took:.0f} s'
+    assert 1 <= saved_epoch(job.ckpt) < EPOCHS
+    assert_no_rank_left(hosts)
+
+
+@pytest.mark.parametrize('stopped', [1, 0], ids=['rank1', 'rank0'])
+def test_a_stopped_worker_ends_the_job_in_one_line(hosts, tmp_path, stopped):
+    """SIGSTOP of one worker: it neither works nor dies. After --timeout rank 0
+    says so (or, rank 0 stopped, the survivor leaves a note and elastic.sh says
+    it); horovodrun, which would wait for the stopped worker for ever, is
+    stopped GRACE s later, and nothing is left on any host."""
+    job = Job(hosts, tmp_path, ['a', 'b'], '--timeout', '15', MIN_NP=1, GRACE=5)
+    job.wait_epoch(1)
+    job.kill_worker_on(job.host_of_rank(stopped), signal.SIGSTOP)
+    rc = job.finish(timeout=150)
+    out = job.out
+    assert rc is not None and rc != 0, out
+    errors = [line for line in out.splitlines() if 'distsoftmax: error:' in line]
+    assert len(errors) == 1, out
+    assert ('no progress for' if stopped else 'a worker stopped making progress') in errors[0], out
+    assert 'Traceback' not in out, out
+    assert_no_rank_left(hosts)
+
+
+# -- on this host alone: two loopback "hosts" (localhost, 127.0.0.1), one slot each
+
+def local_elastic(tmp, *args, **extra):
+    hostfile = tmp / 'local-hosts'
+    hostfile.write_text('localhost slots=1\n127.0.0.1 slots=1\n')
+    return subprocess.run([ELASTIC, *args], cwd=ROOT, capture_output=True, text=True, timeout=240,
+                          env=env(HOSTFILE=hostfile, **extra))
+
+
+@pytest.mark.launcher
+def test_an_elastic_run_resumes_from_its_checkpoint_after_a_full_stop(tmp_path):
+    ckpt = tmp_path / 'ckpt'
+    short = [f if f != str(EPOCHS) else '2' for f in FLAGS]
+    r = local_elastic(tmp_path, *short, '--quiet', '--checkpoint-dir', ckpt)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert saved_epoch(ckpt) == 2
+    r = local_elastic(tmp_path, *FLAGS, '--checkpoint-dir', ckpt, '--resume')
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f'resumed from {ckpt} after epoch 2' in r.stdout, r.stdout
+    one = tmp_path / 'one'
+    s = subprocess.run([sys.executable, '-m', 'distsoftmax', *FLAGS, '--quiet', '--checkpoint-dir', str(one)],
+                       cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120)
+    assert s.returncode == 0, s.stderr
+    assert close_to(ckpt, load_params(one / 'model.params')) < TOL
+
+
+@pytest.mark.launcher
+@pytest.mark.parametrize('args, extra, code, says', [
+    (['--batch-size', '97'], {}, 2, '--batch-size 97 is not divisible by workers x devices = 2'),
+    (['--layout', 'mpi'], {}, 2, 'needs the horovod layout'),
+    ([], {'DISTSOFTMAX_COMMIT_STEPS': '0'}, 2, 'DISTSOFTMAX_COMMIT_STEPS=0: must be a positive integer'),
+], ids=['batch', 'layout', 'commit-steps'])
+def test_bad_input_in_elastic_mode_is_one_line(tmp_path, args, extra, code, says):
+    r = local_elastic(tmp_path, '--synthetic', '600', '--epochs', '1', *args, **extra)
+    out = r.stdout + r.stderr
+    errors = [line for line in out.splitlines() if 'distsoftmax: error:' in line]
+    assert r.returncode == code, out
+    assert len(errors) == 1 and says in errors[0], out
+    assert 'Traceback' not in out, out
