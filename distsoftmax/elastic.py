@@ -206,8 +206,8 @@ class ElasticHorovod(layouts.Horovod):
         nd.waitall()
         return obj
 
-    def describe(self):
-        return 'horovod (elastic)' + super().describe()[len(self.name):]
+    def describe(self, every_rank=None):
+        return 'horovod (elastic)' + super().describe(every_rank)[len(self.name):]
 
     def close(self):
         self.mark('leaving the job')
