@@ -69,7 +69,8 @@ def _signal_speaker(error, layout):
     if layout.rank == 0:
         return True, ''
     time.sleep(SIGNAL_SPREAD)   # a forwarded signal reaches the ranks a moment apart
-    if layout.watchdog is not None and layout.watchdog.signal_of(0) != error.signum:
+    # rank 0 runs and got none: this one alone was signalled (rank 0 gone: it spoke, or will not)
+    if layout.watchdog is not None and layout.watchdog.signal_of(0) == 0:
         return True, f'rank {layout.rank}: '
     return False, ''
 

@@ -329,3 +329,30 @@ def test_ranks_with_different_data_are_refused_naming_them(tmp_path):
     assert r.returncode != 0
     line = _one_error(r.stdout + r.stderr)
     assert 'the ranks read different data: rank 1 on ' in line and "differ from rank 0's" in line, line
+
+
+@pytest.mark.parametrize('how', ['horovodrun-gloo', 'horovodrun-mpi'])
+def test_ctrl_c_of_horovodrun_is_said_once(how, tmp_path):
+    """Ctrl-C reaches horovodrun's whole process group; it ends its workers with
+    SIGTERM, and rank 0 alone says so."""
+    ck = tmp_path / 'ck'
+    p = start(how, 2, [*RUN, '--epochs', '50', '--checkpoint-dir', ck], DISTSOFTMAX_FAULT='sleep=0.02')
+    deadline = time.monotonic() + 60
+    while saved_epoch(ck) < 1:
+        assert time.monotonic() < deadline and p.poll() is None, p.stdout.read()
+        time.sleep(0.01)
+    os.killpg(p.pid, signal.SIGINT)
+    out = finish(p)
+    said = [line for line in out.splitlines() if 'distsoftmax: ' in line and 'interrupted' in line]
+    assert len(said) == 1 and 'rank 1' not in said[0] and f'stays in {ck}' in said[0], out[-3000:]
+
+
+@pytest.mark.parametrize('flag', ['--metrics', '--plot'])
+def test_a_full_disk_under_rank_0s_outputs_under_mpirun_is_one_line(flag, small_disk, tmp_path):
+    fill(small_disk)
+    p = start('mpirun', 2, [*WRITE_RUN, flag, small_disk / ('m.jsonl' if flag == '--metrics' else 'p.png'),
+                            '--checkpoint-dir', tmp_path / 'ck'])
+    out = finish(p, within=60)
+    assert p.returncode != 0, out
+    line = _one_error(out)
+    assert f'{flag} {small_disk}/' in line and 'cannot write' in line and f'stays in {tmp_path}/ck' in line, line
