@@ -34,7 +34,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, saved_epoch
+from harness import ROOT, saved_epoch
 
 CACHE = os.path.join(os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache'),
                      'distsoftmax')
