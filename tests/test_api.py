@@ -13,7 +13,7 @@ import pytest
 
 import distsoftmax
 from distsoftmax import data
-from harness import ROOT, env, horovodrun_argv, mpirun_argv, needs_horovod, run_cli
+from harness import env, horovodrun_argv, mpirun_argv, needs_horovod, run_cli
 
 TINY = dict(synthetic=3000, epochs=2, quiet=True)
 CAUGHT = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from harness import probe, run_cli
+from harness import run_cli
 
 TINY = ['--synthetic', '512', '--epochs', '1', '--quiet']
 
@@ -178,53 +178,3 @@ def test_console_script_is_the_module(tmp_path):
     assert r.returncode == 2 and '--epochs: 0 must be a positive number' in r.stderr
 
 
-def test_data_read_beside_the_mxnet_import_gives_the_same_data_and_errors(tmp_path, idx_dir, monkeypatch):
-    import threading
-
-    import numpy as np
-    from distsoftmax import config, data
-    from distsoftmax.errors import DataError
-    spec = config.Data(str(idx_dir), verify=False)
-    got, want = data.prefetch(spec, 0).get(), data.load(str(idx_dir), verify=False)
-    assert all(np.array_equal(getattr(got, k), getattr(want, k))
-               for k in ('train_images', 'train_labels', 'test_images', 'test_labels'))
-    assert got.identity == want.identity and set(got.identity['sha256']) == set(data.FILES)
-    # a bad file: the thread's DataError reaches the caller unchanged
-    with pytest.raises(DataError, match='SHA-256 of its content'):
-        data.prefetch(config.Data(str(idx_dir)), 0).get()
-    # nothing on disk: the thread does not download; get() does, in the caller
-    calls = []
-    monkeypatch.delenv('DISTSOFTMAX_DATA', raising=False)
-    monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'cache'))
-    monkeypatch.setattr(data, 'DEBIAN_DIR', str(tmp_path / 'nowhere'))
-    monkeypatch.setattr(data, '_download', lambda cache: calls.append(threading.current_thread()))
-    with pytest.raises(DataError, match='not found'):
-        data.prefetch(config.Data(), 0).get()
-    assert calls == [threading.main_thread()]
-    # files in the download cache: the caller reads them, through the checks and
-    # repair of _download (under its lock), never the thread
-    shutil.copytree(idx_dir, data.cache_dir())
-    calls.clear()
-    pending = data.prefetch(config.Data(verify=False), 0)
-    pending.wait()
-    assert pending.data is None and pending.error is None
-    assert len(pending.get().train_labels) == 600 and calls == [threading.main_thread()]
-
-
-ONE_THREAD = ("import os, sys; from distsoftmax import cli; assert 'mxnet' not in sys.modules; "
-              "cli.main(['--synthetic', '300', '--epochs', '1', '--quiet']); "
-              "print(os.environ['OMP_NUM_THREADS'])")
-
-
-def test_one_cpu_thread_per_process_unless_told_otherwise():
-    # set before mxnet (and OpenBLAS) load, which is when they read it
-    assert probe(ONE_THREAD)[-1] == '1'
-    assert probe(ONE_THREAD, OMP_NUM_THREADS='3')[-1] == '3'
-
-
-def test_mxnet_loads_without_setuptools():
-    # mxnet imports distutils.version; setuptools' hook would import all of setuptools
-    code = ("import sys, warnings; warnings.simplefilter('error', UserWarning); "
-            "from distsoftmax import cli; cli.main(['--synthetic', '300', '--epochs', '1', '--quiet']); "
-            "print('mxnet' in sys.modules, 'setuptools' in sys.modules)")
-    assert probe(code)[-2:] == ['True', 'False']

@@ -1,6 +1,7 @@
 import gzip
 import hashlib
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -134,3 +135,36 @@ def test_synthetic_is_deterministic_and_shaped():
     assert not np.array_equal(a.train_images, c.train_images)
     assert a.train_images.dtype == np.uint8 and a.train_images.shape == (1000, 28, 28)
     assert a.train_labels.max() <= 9 and a.test_images.shape == (166, 28, 28)
+
+
+def test_data_read_beside_the_mxnet_import_gives_the_same_data_and_errors(tmp_path, idx_dir, monkeypatch):
+    import threading
+
+    import numpy as np
+    from distsoftmax import config, data
+    from distsoftmax.errors import DataError
+    spec = config.Data(str(idx_dir), verify=False)
+    got, want = data.prefetch(spec, 0).get(), data.load(str(idx_dir), verify=False)
+    assert all(np.array_equal(getattr(got, k), getattr(want, k))
+               for k in ('train_images', 'train_labels', 'test_images', 'test_labels'))
+    assert got.identity == want.identity and set(got.identity['sha256']) == set(data.FILES)
+    # a bad file: the thread's DataError reaches the caller unchanged
+    with pytest.raises(DataError, match='SHA-256 of its content'):
+        data.prefetch(config.Data(str(idx_dir)), 0).get()
+    # nothing on disk: the thread does not download; get() does, in the caller
+    calls = []
+    monkeypatch.delenv('DISTSOFTMAX_DATA', raising=False)
+    monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'cache'))
+    monkeypatch.setattr(data, 'DEBIAN_DIR', str(tmp_path / 'nowhere'))
+    monkeypatch.setattr(data, '_download', lambda cache: calls.append(threading.current_thread()))
+    with pytest.raises(DataError, match='not found'):
+        data.prefetch(config.Data(), 0).get()
+    assert calls == [threading.main_thread()]
+    # files in the download cache: the caller reads them, through the checks and
+    # repair of _download (under its lock), never the thread
+    shutil.copytree(idx_dir, data.cache_dir())
+    calls.clear()
+    pending = data.prefetch(config.Data(verify=False), 0)
+    pending.wait()
+    assert pending.data is None and pending.error is None
+    assert len(pending.get().train_labels) == 600 and calls == [threading.main_thread()]

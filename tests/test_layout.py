@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from harness import horovodrun, load_params, mpirun, needs_horovod, probe, run_cli
-from distsoftmax import config, contexts, launchers, layout
+from distsoftmax import config, launchers, layout
 from distsoftmax.errors import UsageError
 
 ONE_STEP = ['--synthetic', '256', '--batch-size', '256', '--epochs', '1']
@@ -68,21 +68,6 @@ def test_layout_tracks_single_process(how, when, reference, tmp_path):
     assert metrics[0]['train_loss'] == pytest.approx(ref_metrics[0]['train_loss'], rel=1e-5)
 
 
-def test_devices_are_parsed_once():
-    import mxnet as mx
-    cpu, cpu3 = config.Devices.parse('cpu'), config.Devices.parse('cpu:3')
-    assert contexts.contexts_of(cpu) == [mx.cpu(0)] and not cpu.several
-    assert contexts.contexts_of(cpu3) == [mx.cpu(0), mx.cpu(1), mx.cpu(2)] and cpu3.several
-    assert config.Devices.parse('gpu:0,1').several and config.Devices.parse('gpu:all').several
-    assert not config.Devices.parse('gpu:1').several
-    for bad in ('tpu', 'cpu:0', 'cpu:x', 'gpu:a', 'gpu:0,0', ''):
-        with pytest.raises(UsageError, match='--devices'):
-            config.Devices.parse(bad)
-    if contexts.num_gpus() == 0:
-        with pytest.raises(UsageError, match='no GPU found'):
-            contexts.contexts_of(config.Devices.parse('gpu:0'))
-
-
 def _clean(monkeypatch):
     for k in launchers.VARIABLES:
         monkeypatch.delenv(k, raising=False)
@@ -129,23 +114,6 @@ def test_several_devices_per_horovod_process_is_refused():
     assert 'one device per process' in r.stdout + r.stderr
     # horovodrun prints its own traceback when a worker fails; ours print one line
     assert 'distsoftmax/' not in r.stdout + r.stderr
-
-
-def test_one_host_from_the_launchers_environment(monkeypatch):
-    _clean(monkeypatch)
-    assert launchers.one_host()                                  # a lone process
-    monkeypatch.setenv('OMPI_COMM_WORLD_SIZE', '4')
-    monkeypatch.setenv('OMPI_COMM_WORLD_RANK', '1')
-    monkeypatch.setenv('OMPI_COMM_WORLD_LOCAL_SIZE', '2')
-    assert not launchers.one_host() and launchers.rank() == 1   # mpirun over 2 hosts
-    monkeypatch.setenv('HOROVOD_SIZE', '4')
-    monkeypatch.setenv('HOROVOD_RANK', '2')
-    monkeypatch.setenv('HOROVOD_LOCAL_SIZE', '4')
-    assert launchers.one_host() and launchers.rank() == 2         # horovodrun, one host
-    _clean(monkeypatch)
-    monkeypatch.setenv('PMI_SIZE', '4')
-    monkeypatch.setenv('PMI_RANK', '0')
-    assert not launchers.one_host()                              # 4 ranks, no word on where
 
 
 HOROVOD_ENV = ("import os; from distsoftmax import config, layout; "
