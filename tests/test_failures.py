@@ -272,7 +272,7 @@ def test_a_stdout_that_cannot_be_written_does_not_lose_the_run(quiet, tmp_path):
 def test_sigint_at_any_moment_exits_130_with_the_line(after, tmp_path):
     codes = []
     for i in range(7):
-        p = subprocess.Popen([sys.executable, '-m', 'distsoftmax', '--synthetic', '6000', '--epochs', '50',
+        p = subprocess.Popen([sys.executable, '-m', 'distsoftmax', '--synthetic', '6000', '--epochs', '100000',
                               '--quiet', '--checkpoint-dir', str(tmp_path / f'ck{i}')], cwd=harness.ROOT,
                              env=harness.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(after + 0.1 * i)
