@@ -35,15 +35,20 @@ def fsync_dir(path):
         os.close(fd)
 
 
+def _writable(directory):
+    """Make directory if missing and write a probe file in it; raises OSError."""
+    os.makedirs(directory, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=directory, prefix='.distsoftmax-probe'):
+        pass
+
+
 def check_output_dir(flag, path):
     """An output directory that cannot be written fails before any training; it is
     made if missing. Raises OutputError naming the flag."""
     if os.path.exists(path) and not os.path.isdir(path):
         raise OutputError(f'{flag} {path}: exists and is not a directory')
     try:
-        os.makedirs(path, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix='.distsoftmax-probe'):
-            pass
+        _writable(path)
     except OSError as e:
         raise OutputError(f'{flag} {path}: cannot write there ({e.strerror})') from None
 
@@ -55,8 +60,6 @@ def check_output_file(flag, path):
         raise UserError(f'{flag} {path}: is a directory, expected a file name')
     parent = os.path.dirname(os.path.abspath(path))
     try:
-        os.makedirs(parent, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=parent, prefix='.distsoftmax-probe'):
-            pass
+        _writable(parent)
     except OSError as e:
         raise UserError(f'{flag} {path}: cannot write in {parent} ({e.strerror})') from None

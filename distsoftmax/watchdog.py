@@ -130,6 +130,11 @@ class Watchdog:
         if self.was_stopped:    # our own stop, not a peer's: the launcher that resumed us ends us
             time.sleep(GRACE)
             os._exit(self.exit_code)
+        if not self.peers and self.rank != 0:
+            # stuck before the side channel's addresses were shared: nobody can be
+            # asked, so rank 0 alone speaks, and the others leave quietly
+            time.sleep(GRACE)
+            os._exit(self.exit_code)
         alive = self._alive_peers()
         silent = sorted(r for r in self.peers if r != self.rank and r not in alive)
         if any(r < self.rank for r in alive):
@@ -137,7 +142,8 @@ class Watchdog:
             time.sleep(GRACE)
             os._exit(self.exit_code)
         who = (f'rank(s) {", ".join(map(str, silent))} did not answer (stopped, or cut off by the network)'
-               if silent else 'every rank answered, so one is stuck outside a collective')
+               if silent else 'every rank answered, so one is stuck outside a collective' if self.peers
+               else 'the ranks had not yet shared their side channel, so which one is not known')
         limit_says = f'--timeout {limit:g} s' if self.stepping else f'the start-up allowance, {limit:g} s'
         line = (f'distsoftmax: error: rank {self.rank} waited {waited:.0f} s in {self.what} ({limit_says}): '
                 f'{who}; stopping the job (a checkpoint in --checkpoint-dir resumes with --resume)\n')
