@@ -1,4 +1,4 @@
-"""Real clusters on this one machine, for tests/test_cluster.py.
+"""Real clusters on this one machine, for tests/test_cluster.py and test_elastic.py.
 
 - SlurmCluster: munged, slurmctld and two slurmd "nodes" (n1, n2) on localhost,
   every file under a temporary directory, found through SLURM_CONF: nothing in
@@ -66,6 +66,24 @@ def skip_reason():
     subprocess.run(['ip', 'netns', 'del', probe], capture_output=True)
     _reason = ''
     return None
+
+
+def require_cluster():
+    """Skip (or, DISTSOFTMAX_CLUSTER_TESTS=require, fail) where skip_reason() says why."""
+    import pytest
+    reason = skip_reason()
+    if reason:
+        if os.environ.get('DISTSOFTMAX_CLUSTER_TESTS') == 'require':
+            pytest.fail(f'cluster tests required, but: {reason}')
+        pytest.skip(reason)
+
+
+def cluster_env(**extra):
+    """harness.env plus the worktree first on sys.path of every process, and sbin on PATH."""
+    from harness import env
+    e = env(**{'PYTHONPATH': ROOT, **extra})
+    e['PATH'] = e['PATH'] + ':/usr/sbin:/sbin'
+    return e
 
 
 def free_ports(n):
@@ -419,6 +437,10 @@ class NetnsHosts:
         """Ranks and whatever started them (horovodrun, mpirun, orted, ssh, a shell)."""
         return [(pid, ' '.join(argv)) for pid, argv in self.processes(host)
                 if 'distsoftmax' in ' '.join(argv) or 'orted' in ' '.join(argv)]
+
+    def link(self, host, up):
+        """The link of HOST to the bridge, down (a cut network) or up again."""
+        sh('ip', '-n', self.switch, 'link', 'set', f'v{self.tag}{self.names.index(host)}', 'up' if up else 'down')
 
     def destroy(self):
         for n in self.names:

@@ -20,28 +20,13 @@ import numpy as np
 import pytest
 
 import cluster_fixtures as cf
-from harness import BIN, FAULTS, REAL, ROOT, env, load_params, saved_epoch, tagged_ranks
+from harness import BIN, FAULTS, REAL, ROOT, load_params, saved_epoch, tagged_ranks
 
 pytestmark = pytest.mark.cluster
 LAUNCH = os.path.join(ROOT, 'launch')
 EPOCHS = 3
 FLAGS = ['--synthetic', '3000', '--quiet', '--batch-size', '256']
 TOL = 0.003  # test accuracy of N ranks vs one process (as tests/test_train.py)
-
-
-def require_cluster():
-    reason = cf.skip_reason()
-    if reason:
-        if os.environ.get('DISTSOFTMAX_CLUSTER_TESTS') == 'require':
-            pytest.fail(f'cluster tests required, but: {reason}')
-        pytest.skip(reason)
-
-
-def cluster_env(**extra):
-    """harness.env plus the worktree first on sys.path of every process."""
-    e = env(**{'PYTHONPATH': ROOT, **extra})
-    e['PATH'] = e['PATH'] + ':/usr/sbin:/sbin'
-    return e
 
 
 def summary(path):
@@ -60,10 +45,10 @@ def same_params(a, b):
 @pytest.fixture(scope='module')
 def single(tmp_path_factory):
     """Test accuracy of one process: the synthetic run every test here repeats."""
-    require_cluster()
+    cf.require_cluster()
     m = tmp_path_factory.mktemp('single') / 'm.jsonl'
     r = subprocess.run([sys.executable, '-m', 'distsoftmax', *FLAGS, '--epochs', str(EPOCHS),
-                        '--metrics', str(m)], cwd=ROOT, env=cluster_env(),
+                        '--metrics', str(m)], cwd=ROOT, env=cf.cluster_env(),
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     return summary(m)['test_acc']
@@ -75,7 +60,7 @@ def single_real(tmp_path_factory):
         pytest.skip('dataset-fashion-mnist not installed')
     m = tmp_path_factory.mktemp('single_real') / 'm.jsonl'
     r = subprocess.run([sys.executable, '-m', 'distsoftmax', '--quiet', '--data-dir', REAL,
-                        '--metrics', str(m)], cwd=ROOT, env=cluster_env(),
+                        '--metrics', str(m)], cwd=ROOT, env=cf.cluster_env(),
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     return summary(m)['test_acc']
@@ -85,7 +70,7 @@ def single_real(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def slurm(tmp_path_factory):
-    require_cluster()
+    cf.require_cluster()
     c = cf.SlurmCluster(tmp_path_factory.mktemp('slurm'))
     try:
         c.start()
@@ -103,7 +88,7 @@ def sbatch(slurm, tmp, *args, wait=True, sbatch_args=(), **extra):
         cmd.append('--wait')
     cmd += [os.path.join(LAUNCH, 'slurm.sbatch'), *map(str, args)]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                       env=slurm.env(cluster_env(SHARED=tmp, **extra)))
+                       env=slurm.env(cf.cluster_env(SHARED=tmp, **extra)))
     job = r.stdout.strip().split(';')[0]
     path = out.replace('%j', job)
     text = open(path).read() if os.path.exists(path) else ''
@@ -142,13 +127,13 @@ def test_sbatch_refuses_nothing_without_gpus(slurm, tmp_path):
     r = subprocess.run(['sbatch', '--test-only', '--nodes=2', '--ntasks-per-node=1',
                         '--cpus-per-task=1', os.path.join(LAUNCH, 'slurm.sbatch'), '--synthetic'],
                        cwd=ROOT, capture_output=True, text=True, timeout=60,
-                       env=slurm.env(cluster_env(SHARED=tmp_path)))
+                       env=slurm.env(cf.cluster_env(SHARED=tmp_path)))
     assert r.returncode == 0, r.stderr
     r = subprocess.run(['sbatch', '--test-only', '--gpus-per-node=4', '--nodes=2',
                         '--ntasks-per-node=1', '--cpus-per-task=1',
                         os.path.join(LAUNCH, 'slurm.sbatch')],
                        cwd=ROOT, capture_output=True, text=True, timeout=60,
-                       env=slurm.env(cluster_env(SHARED=tmp_path)))
+                       env=slurm.env(cf.cluster_env(SHARED=tmp_path)))
     assert r.returncode != 0 and 'Invalid generic resource' in r.stderr, r.stderr
 
 
@@ -168,7 +153,7 @@ def test_srun_backend_on_two_nodes(slurm, single, tmp_path, backend):
                         sys.executable, '-m', 'distsoftmax', '--layout', backend, *FLAGS,
                         '--epochs', str(EPOCHS), '--metrics', str(m)],
                        cwd=ROOT, capture_output=True, text=True, timeout=300,
-                       env=slurm.env(cluster_env()))
+                       env=slurm.env(cf.cluster_env()))
     assert r.returncode == 0, r.stdout + r.stderr + slurm.logs()
     s = summary(m)
     assert (s['layout'], s['world_size']) == (backend, 2), s
@@ -246,7 +231,7 @@ def test_max_requeues_reached_stops_the_ranks_gracefully(slurm, tmp_path):
 
 @pytest.fixture(scope='module')
 def hosts(tmp_path_factory):
-    require_cluster()
+    cf.require_cluster()
     h = cf.NetnsHosts(tmp_path_factory.mktemp('hosts'), ['a', 'b'])
     try:
         h.create()
@@ -286,7 +271,7 @@ class Watch:
 def run_on(hosts, host, cmd, timeout=240, **extra):
     """CMD on HOST (its namespace, its name), from the worktree; (rc, output)."""
     p = subprocess.Popen(hosts.exec_argv(host, cmd), cwd=ROOT, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, env=cluster_env(**extra),
+                         stderr=subprocess.STDOUT, text=True, env=cf.cluster_env(**extra),
                          start_new_session=True)
     try:
         out, _ = p.communicate(timeout=timeout)
@@ -377,7 +362,7 @@ def test_recover_sh_over_two_hosts_with_the_remote_rank_killed(hosts, multihost_
                               str(EPOCHS), '--checkpoint-dir', str(ckpt)]),
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
-        env=cluster_env(LAUNCHER=os.path.join(LAUNCH, 'multihost.sh'),
+        env=cf.cluster_env(LAUNCHER=os.path.join(LAUNCH, 'multihost.sh'),
                         HOSTFILE=hostfile(tmp_path, ['a', 'b']), SSH_IDENTITY_FILE=hosts.key,
                         HOROVOD_GLOO_IFACE='eth0', BACKOFF=1, MAX_RESTARTS=2,
                         DISTSOFTMAX_FAULT='sleep=0.03'))
@@ -471,7 +456,7 @@ def mpijob():
 @pytest.fixture(scope='module')
 def pods(tmp_path_factory):
     """The launcher and two worker pods; the workers run the YAML's own command."""
-    require_cluster()
+    cf.require_cluster()
     job, _ = mpijob()
     spec = job['spec']
     worker = spec['mpiReplicaSpecs']['Worker']['template']['spec']['containers'][0]
@@ -600,7 +585,7 @@ def test_sigterm_of_multihost_sh_stops_every_rank(hosts, tmp_path):
                                                '--epochs', '20', '--checkpoint-dir', str(ckpt)]),
                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          start_new_session=True,
-                         env=cluster_env(HOSTFILE=hostfile(tmp_path, ['a', 'b']),
+                         env=cf.cluster_env(HOSTFILE=hostfile(tmp_path, ['a', 'b']),
                                          SSH_IDENTITY_FILE=hosts.key, HOROVOD_GLOO_IFACE='eth0',
                                          DISTSOFTMAX_FAULT='sleep=0.03'))
     try:
@@ -630,7 +615,7 @@ def test_a_stopped_rank_under_srun_ends_the_step(slurm, tmp_path, backend):
                           '--timeout', str(STALL_TIMEOUT), '--checkpoint-dir', str(ckpt)],
                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          start_new_session=True,
-                         env=slurm.env(cluster_env(DISTSOFTMAX_FAULT='sleep=0.03', DISTSOFTMAX_TEST_TAG=tag,
+                         env=slurm.env(cf.cluster_env(DISTSOFTMAX_FAULT='sleep=0.03', DISTSOFTMAX_TEST_TAG=tag,
                                                    PYTHONPATH=os.pathsep.join([ROOT, FAULTS]))))
     try:
         cf.wait_for(lambda: saved_epoch(ckpt) >= 1 or p.poll() is not None, 120, 'epoch 1')
@@ -649,12 +634,6 @@ def test_a_stopped_rank_under_srun_ends_the_step(slurm, tmp_path, backend):
     cf.wait_for(lambda: not tagged_ranks(tag), 15, 'every rank, the stopped one too, to be ended')
 
 
-def _cut(hosts, host, up):
-    """The link of HOST to the bridge, down (a cut network) or up again."""
-    port = f'v{hosts.tag}{hosts.names.index(host)}'
-    cf.sh('ip', '-n', hosts.switch, 'link', 'set', port, 'up' if up else 'down')
-
-
 @pytest.mark.parametrize('controller', ['--gloo', '--mpi'])
 def test_a_cut_link_ends_a_multihost_job_on_both_hosts(hosts, tmp_path, controller):
     ckpt = tmp_path / 'ckpt'
@@ -664,12 +643,12 @@ def test_a_cut_link_ends_a_multihost_job_on_both_hosts(hosts, tmp_path, controll
                     HOROVOD_GLOO_IFACE='eth0')
     p = subprocess.Popen(hosts.exec_argv('a', run), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          text=True, start_new_session=True,
-                         env=cluster_env(DISTSOFTMAX_FAULT='sleep=0.03',
+                         env=cf.cluster_env(DISTSOFTMAX_FAULT='sleep=0.03',
                                          PYTHONPATH=os.pathsep.join([ROOT, FAULTS]), **settings))
     try:
         cf.wait_for(lambda: saved_epoch(ckpt) >= 1 or p.poll() is not None, 120, 'epoch 1')
         assert p.poll() is None, p.stdout.read()
-        _cut(hosts, 'b', up=False)
+        hosts.link('b', up=False)
         t0 = time.monotonic()
         out, _ = p.communicate(timeout=STALL_TIMEOUT + 40)
         print(f'ended {time.monotonic() - t0:.1f} s after the cut')
@@ -683,7 +662,7 @@ def test_a_cut_link_ends_a_multihost_job_on_both_hosts(hosts, tmp_path, controll
         except TimeoutError as e:
             raise AssertionError(f'{e}: {hosts.leftovers("b")}') from None
         finally:
-            _cut(hosts, 'b', up=True)
+            hosts.link('b', up=True)
     assert p.returncode != 0, out
     errors = [line for line in out.splitlines() if 'distsoftmax: error:' in line]
     assert len(errors) == 1 and 'did not answer' in errors[0], out
