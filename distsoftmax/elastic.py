@@ -86,11 +86,15 @@ def _drain():
 
 
 class Watch:
-    """The elastic layout's watchdog: no side channel (the peers change), each
-    worker watches its own progress. Waiting past the limit (--timeout once
-    training began, start-up's allowance before), or a signal while the job
-    re-forms (horovodrun's driver ends what it could not place), ends this
-    worker with one line; during training rank 0 alone says it."""
+    """The elastic layout's watchdog. Each worker watches its own progress;
+    waiting past the limit (--timeout once training began, start-up's
+    allowance before), or a signal while the job re-forms (horovodrun's
+    driver ends what it could not place), ends this worker. Which worker says
+    the one line is settled over watchdog.py's side channel, whose addresses
+    are shared anew in every world (meet): the lowest rank that still
+    answers, of the world the wait began in."""
+
+    LINGER = 2 * watchdogs.PING    # s a worker that decided stays up, answering, so that later askers see it
 
     def __init__(self, layout, timeout, signalled):
         self.layout, self.timeout, self.signalled = layout, timeout, signalled
@@ -98,6 +102,8 @@ class Watch:
         self.what, self.since, self.stepping, self.rejoining = 'starting', time.monotonic(), False, False
         self.longest = 0.0
         self.last_commit = 'none yet'
+        self.channel = watchdogs.SideChannel(rank=layout.rank, signalled=signalled, backlog=layout.size)
+        self.signal_of = self.channel.signal_of
         self._stop = threading.Event()
         # A signal that comes while the main thread waits inside hvd.init (C code)
         # runs no Python handler until that returns: the wakeup fd tells at once.
@@ -109,6 +115,11 @@ class Watch:
             self._wake, self._wake_w = r, w
         self._thread = threading.Thread(target=self._watch, name='distsoftmax-elastic-watch', daemon=True)
         self._thread.start()
+
+    def meet(self, layout):
+        """Share this world's side-channel addresses (a collective: every rank calls it)."""
+        layout.mark('the exchange of side-channel addresses')
+        self.channel.meet(layout.allgather_text(self.channel.address()), rank=layout.rank)   # distributed
 
     def at(self, what, step=False):
         now = time.monotonic()
@@ -124,6 +135,7 @@ class Watch:
 
     def stop(self):
         self._stop.set()
+        self.channel.close()
         if self._wake is not None and threading.current_thread() is threading.main_thread():
             signal.set_wakeup_fd(self._old_wakeup if self._old_wakeup is not None else -1)
 
@@ -143,27 +155,31 @@ class Watch:
             if self.rejoining and signum:
                 self._end(128 + signum, 'the job could not be re-formed after a worker left '
                           '(fewer workers than horovodrun --min-np within its --elastic-timeout, or the '
-                          f'launcher stopped); last commit: {self.last_commit}', speak=True)
+                          f'launcher stopped); last commit: {self.last_commit}')
             limit = self.timeout if (self.stepping or self.rejoining) else self.startup
             waited = time.monotonic() - self.since
             if waited > limit:
                 if self.rejoining:
                     self._end(1, f'the job could not be re-formed within {limit:.0f} s (--timeout) after a '
-                              f'worker left; last commit: {self.last_commit}', speak=True)
-                what = (f'no progress for {waited:.0f} s (--timeout {limit:.0f}) in {self.what}: '
-                        'a worker stopped or the network was cut; stopping')
-                if self.layout.rank == 0:
-                    self._end(1, what, speak=True)
-                # rank 0 says it for the job; another rank leaves a note (rank 0 may be the one stopped)
-                self._end(1, f'rank {self.layout.rank}: {what}', speak=True, kind='')
+                              f'worker left; last commit: {self.last_commit}')
+                self._end(1, f'no progress for {waited:.0f} s (--timeout {limit:.0f}) in {self.what}: '
+                          'a worker stopped or the network was cut; stopping')
 
-    def _end(self, code, message, speak, kind='error: '):
-        if speak:
+    def _end(self, code, message):
+        """Leave; the line is said by the lowest rank of this world that answers
+        (before the addresses were shared: by rank 0)."""
+        ch = self.channel
+        alive = ch.alive() if ch.peers else set()
+        if (not any(r < ch.rank for r in alive)) if ch.peers else ch.rank == 0:
+            prefix = f'rank {ch.rank}: ' if ch.rank else ''
+            silent = sorted(set(ch.peers) - alive - {ch.rank})
+            ranks = f" (rank(s) {', '.join(map(str, silent))} did not answer)" if silent else ''
             try:
-                sys.stderr.write(f'distsoftmax: {kind}{message}\n')
+                sys.stderr.write(f'distsoftmax: error: {prefix}{message}{ranks}\n')
             except (OSError, ValueError):
                 pass
         startup.flush()
+        time.sleep(self.LINGER)
         os._exit(code)
 
 
@@ -343,6 +359,7 @@ class _Run:
             self.lock = None
         layout.mark('the barrier before the checks of this world')
         layout.barrier()                                                      # distributed
+        layout.watchdog.meet(layout)                                          # distributed
         v = state.values
         data, plan, ck = layout.agree(lambda: self._checks(v))               # distributed: one verdict
         if cfg.dry_run:

@@ -41,6 +41,75 @@ def startup_allowance(timeout):
     return max(MIN_STARTUP, timeout)
 
 
+class SideChannel:
+    """A rank's answer to "do you still run?": one listening TCP socket, a
+    thread that answers every connection with `distsoftmax RANK SIGNAL`
+    (SIGNAL: the signal number this rank caught, 0 if none), and the peers'
+    addresses, shared by the job (meet). The rank may change (elastic.py
+    re-forms the job): meet() sets it with the peers of the new world."""
+
+    def __init__(self, *, rank, signalled, backlog=8):
+        self.rank, self.signalled = rank, signalled
+        self.peers = {}             # rank -> (hostname, [addresses], port)
+        self._closed = threading.Event()
+        self._server = socket.create_server(('0.0.0.0', 0), backlog=max(backlog, 8))
+        threading.Thread(target=self._answer, name='distsoftmax-alive', daemon=True).start()
+
+    def address(self):
+        """This rank's side channel, as text to share: host name, addresses, port."""
+        return f'{socket.gethostname()} {",".join(_ipv4_addresses())} {self._server.getsockname()[1]}'
+
+    def meet(self, addresses, rank=None):
+        """Every rank's address() text, by rank (this rank's own among them)."""
+        self.rank = self.rank if rank is None else rank
+        self.peers = {}
+        for r, text in enumerate(addresses):
+            host, ips, port = text.split(' ')
+            self.peers[r] = (host, ips.split(','), int(port))
+
+    def signal_of(self, rank):
+        """The signal number that rank caught (0 if none), or None if it does not answer within PING."""
+        return _ask(self.peers[rank], rank, same_host=self.peers[rank][0] == socket.gethostname())
+
+    def alive(self, ranks=None):
+        """Which of these peers (default: every other rank) answer, asked at once."""
+        found, threads = set(), []
+        ranks = [r for r in self.peers if r != self.rank] if ranks is None else ranks
+
+        def ask(r):
+            if self.signal_of(r) is not None:
+                found.add(r)
+        for r in ranks:
+            threads.append(threading.Thread(target=ask, args=(r,), daemon=True))
+            threads[-1].start()
+        for t in threads:
+            t.join(PING * 4)
+        return found
+
+    def on_other_host(self, ranks):
+        here = socket.gethostname()
+        return any(self.peers[r][0] != here for r in ranks)
+
+    def close(self):
+        self._closed.set()
+        try:
+            self._server.close()
+        except OSError:
+            pass
+
+    def _answer(self):
+        while not self._closed.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return          # closed
+            with conn:
+                try:
+                    conn.sendall(f'distsoftmax {self.rank} {self.signalled() or 0}\n'.encode())
+                except OSError:
+                    pass
+
+
 class Watchdog:
     def __init__(self, *, rank, size, timeout, signalled, exit_code=1):
         """signalled(): the signal number this rank caught, or None (signals.Signals.first)."""
@@ -50,25 +119,16 @@ class Watchdog:
         self.what, self.since, self.stepping = 'starting', time.monotonic(), False
         self.was_stopped = False    # this process was stopped itself: it says nothing
         self.longest = 0.0          # the longest healthy wait, in s: reported in the summary
-        self.peers = {}             # rank -> (hostname, [addresses], port)
+        self.channel = SideChannel(rank=rank, signalled=signalled, backlog=size)
+        self.address, self.meet, self.signal_of = self.channel.address, self.channel.meet, self.channel.signal_of
         self._stop = threading.Event()
-        self._server = socket.create_server(('0.0.0.0', 0), backlog=max(self.size, 8))
-        self._threads = [threading.Thread(target=self._answer, name='distsoftmax-alive', daemon=True),
-                         threading.Thread(target=self._watch, name='distsoftmax-watchdog', daemon=True)]
-        for t in self._threads:
-            t.start()
+        threading.Thread(target=self._watch, name='distsoftmax-watchdog', daemon=True).start()
+
+    @property
+    def peers(self):
+        return self.channel.peers
 
     # -- the main thread's side
-    def address(self):
-        """This rank's side channel, as text to share: host name, addresses, port."""
-        return f'{socket.gethostname()} {",".join(_ipv4_addresses())} {self._server.getsockname()[1]}'
-
-    def meet(self, addresses):
-        """Every rank's address() text, by rank."""
-        for r, text in enumerate(addresses):
-            host, ips, port = text.split(' ')
-            self.peers[r] = (host, ips.split(','), int(port))
-
     def at(self, what, step=False):
         """The main thread is about to wait in `what` (a collective, a step)."""
         now = time.monotonic()
@@ -79,24 +139,9 @@ class Watchdog:
 
     def stop(self):
         self._stop.set()
-        try:
-            self._server.close()
-        except OSError:
-            pass
+        self.channel.close()
 
-    # -- the threads
-    def _answer(self):
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._server.accept()
-            except OSError:
-                return          # closed by stop()
-            with conn:
-                try:
-                    conn.sendall(f'distsoftmax {self.rank} {self.signalled() or 0}\n'.encode())
-                except OSError:
-                    pass
-
+    # -- the thread
     def _watch(self):
         last = time.monotonic()
         while not self._stop.wait(TICK):
@@ -135,7 +180,7 @@ class Watchdog:
             # asked, so rank 0 alone speaks, and the others leave quietly
             time.sleep(GRACE)
             os._exit(self.exit_code)
-        alive = self._alive_peers()
+        alive = self.channel.alive()
         silent = sorted(r for r in self.peers if r != self.rank and r not in alive)
         if any(r < self.rank for r in alive):
             # a lower rank runs and will say it; leave if the launcher does not end us
@@ -151,28 +196,9 @@ class Watchdog:
             os.write(sys.stderr.fileno(), line.encode())
         except (OSError, ValueError):
             pass
-        here = socket.gethostname()
-        if any(self.peers[r][0] != here for r in silent):
+        if self.channel.on_other_host(silent):
             _end_open_mpi_launcher()    # a host out of reach: Open MPI's own would wait for TCP
         os._exit(self.exit_code)
-
-    def signal_of(self, rank):
-        """The signal number that rank caught (0 if none), or None if it does not answer."""
-        return _ask(self.peers[rank], rank, same_host=self.peers[rank][0] == socket.gethostname())
-
-    def _alive_peers(self):
-        found, threads = set(), []
-
-        def ask(r):
-            if _ask(self.peers[r], r, same_host=self.peers[r][0] == socket.gethostname()) is not None:
-                found.add(r)
-        for r in self.peers:
-            if r != self.rank:
-                threads.append(threading.Thread(target=ask, args=(r,), daemon=True))
-                threads[-1].start()
-        for t in threads:
-            t.join(PING * 4)
-        return found
 
 
 def _end_open_mpi_launcher():

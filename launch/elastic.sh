@@ -35,7 +35,9 @@
 #                       MIN_NP processes after a change (default: 600)
 #   DISTSOFTMAX_COMMIT_STEPS  steps between two commits (default: 32)
 #   GRACE               s after a worker's error line before horovodrun, if it still
-#                       runs (a stopped worker holds it), is stopped (default: 30)
+#                       runs (a stopped worker holds it), is stopped quietly (default: 30)
+#   SSH_ALIVE           s between two ssh keepalives of horovodrun's ssh to a worker:
+#                       a host cut off is dropped after 3 unanswered (default: 5)
 #   SSH_PORT, SSH_IDENTITY_FILE, HOROVODRUN_ARGS, PYTHON, OMP_NUM_THREADS: as multihost.sh
 #
 # Output: horovodrun's own traceback for a failed job is dropped (the
@@ -90,7 +92,7 @@ if [ "$slots" -eq 0 ]; then
 fi
 NP=${NP:-$slots}
 MIN_NP=${MIN_NP:-1}
-for v in NP MIN_NP ${MAX_NP:+MAX_NP} ${ELASTIC_TIMEOUT:+ELASTIC_TIMEOUT} ${GRACE:+GRACE}; do
+for v in NP MIN_NP ${MAX_NP:+MAX_NP} ${ELASTIC_TIMEOUT:+ELASTIC_TIMEOUT} ${GRACE:+GRACE} ${SSH_ALIVE:+SSH_ALIVE}; do
     case "${!v}" in '' | *[!0-9]* | 0) echo "elastic.sh: $v must be a positive integer, not '${!v}'" >&2; exit 2 ;; esac
 done
 if [ "$MIN_NP" -gt "$NP" ]; then
@@ -122,6 +124,16 @@ if [ -n "${SSH_IDENTITY_FILE:-}" ]; then
     args+=(--ssh-identity-file "$SSH_IDENTITY_FILE")
     ssh_opts+=(-i "$SSH_IDENTITY_FILE")
 fi
+# horovodrun learns that a worker ended when its ssh to that host ends. Across
+# a cut link that ssh would wait for TCP to give up, and the survivors' re-join
+# waits for the host (tests/test_elastic.py saw the job fail): keepalives end
+# it within 3 x SSH_ALIVE seconds, so that horovodrun drops the host.
+mkdir "$work/bin"
+cat > "$work/bin/ssh" <<EOF
+#!/bin/sh
+exec $(command -v ssh) -o ServerAliveInterval=${SSH_ALIVE:-5} -o ServerAliveCountMax=3 "\$@"
+EOF
+chmod +x "$work/bin/ssh"
 split_words elastic.sh HOROVODRUN_ARGS
 extra=("${words[@]}")
 
@@ -132,38 +144,33 @@ export DISTSOFTMAX_ELASTIC_RUN
 # shellcheck disable=SC2016  # expanded on the remote host
 reap='for e in /proc/[0-9]*/environ; do
     if tr "\0" "\n" < "$e" 2>/dev/null | grep -qxF "DISTSOFTMAX_ELASTIC_RUN=$1"; then
-        p=${e#/proc/}; kill -KILL "${p%/environ}" 2>/dev/null && echo "${p%/environ}"
+        p=${e#/proc/}; kill -KILL "${p%/environ}" 2>/dev/null
     fi
 done; true'
-reap_workers() {
-    local host pids
+reap_workers() {     # quietly: the worker's line said the job stops
+    local host
     if [ -n "$local_only" ]; then
-        pids=$(env -u DISTSOFTMAX_ELASTIC_RUN bash -s -- "$DISTSOFTMAX_ELASTIC_RUN" <<< "$reap")
-        [ -z "$pids" ] || echo "elastic.sh: ended what was left of this run: pid ${pids//$'\n'/ }" >&2
+        env -u DISTSOFTMAX_ELASTIC_RUN bash -s -- "$DISTSOFTMAX_ELASTIC_RUN" <<< "$reap" > /dev/null
         return
     fi
     while read -r host; do
-        pids=$(env -u DISTSOFTMAX_ELASTIC_RUN ssh "${ssh_opts[@]}" "$host" \
-               bash -s -- "$DISTSOFTMAX_ELASTIC_RUN" <<< "$reap" 2>/dev/null) || continue
-        if [ -n "$pids" ]; then
-            echo "elastic.sh: ended what was left of this run on $host: pid ${pids//$'\n'/ }" >&2
-        fi
+        env -u DISTSOFTMAX_ELASTIC_RUN ssh "${ssh_opts[@]}" "$host" \
+            bash -s -- "$DISTSOFTMAX_ELASTIC_RUN" <<< "$reap" > /dev/null 2>&1 || continue
     done < <(cut -d: -f1 "$seen" | sort -u)
 }
 
-# What horovodrun says of a failed job (its logging, its traceback) comes after
-# the worker's own line, which says what failed: it is dropped; the first
-# failed worker's exit code (from that traceback) becomes this script's. A
-# failure of horovodrun's own (no worker said anything) is one line.
+# What horovodrun says of a failed job (its logging, its "Process N exit with
+# status code" lines, its traceback) comes after the worker's own line, which
+# says what failed: it is dropped; the first failed worker's exit code (from
+# that traceback) becomes this script's. A failure of horovodrun's own (no
+# worker said anything) is one line.
 filter_launcher() {
+    trap '' INT TERM    # Ctrl-C reaches the whole group: the workers' last lines still come through here
     local line tb='' msg='' said='' tagged='^\[[0-9]+\]<std(out|err)>:'
     while IFS= read -r line || [ -n "$line" ]; do
         if [[ "$line" =~ $tagged ]]; then
-            if [[ "$line" == *'distsoftmax: error:'* ]] && [ -z "$said" ]; then
+            if [[ "$line" =~ distsoftmax:\ (error:|interrupted|rank\ [0-9]+:\ interrupted) ]] && [ -z "$said" ]; then
                 said=1
-                : > "$work/said_error"
-            fi
-            if [[ "$line" =~ distsoftmax:\ (error:|rank\ [0-9]+:\ no\ progress) ]] && ! [ -s "$work/said" ]; then
                 date +%s > "$work/said"
             fi
             printf '%s\n' "$line"
@@ -173,7 +180,7 @@ filter_launcher() {
             msg=$line
         elif [[ "$line" =~ ^Exit\ code:\ ([0-9]+)$ ]]; then
             echo "${BASH_REMATCH[1]}" > "$work/code"
-        elif [ -z "$tb" ] && ! [[ "$line" =~ ^(ERROR|WARNING|INFO|DEBUG): ]]; then
+        elif [ -z "$tb" ] && ! [[ "$line" =~ ^(ERROR|WARNING|INFO|DEBUG):|^Process\ [0-9]+\ exit\ with\ status\ code ]]; then
             printf '%s\n' "$line"
         fi
     done
@@ -182,29 +189,33 @@ filter_launcher() {
     fi
 }
 
-# horovodrun in a session of its own, so that a signal here reaches it once
+# horovodrun in a session of its own: Ctrl-C (SIGINT to this whole group) or a
+# SIGTERM here reaches it once, as the SIGINT it ends its workers on (they get
+# its SIGTERM and say what was kept). The subshell that waits for it, and the
+# filter, outlive that signal so that the exit code and the last lines come.
+run_horovodrun() {
+    trap ':' INT TERM      # handled, not ignored: horovodrun must not inherit an ignored SIGINT
+    PATH="$work/bin:$PATH" setsid horovodrun "${args[@]}" "${extra[@]}" "$python" -m distsoftmax "$@" 2>&1 &
+    local pid=$! rc=0
+    echo "$pid" > "$work/pid"
+    until wait "$pid"; rc=$?; [ "$rc" -le 128 ] || ! kill -0 "$pid" 2>/dev/null; do :; done
+    [ "$rc" -eq 0 ] || echo "$rc" > "$work/status"
+}
 status=0
-{ horovodrun "${args[@]}" "${extra[@]}" "$python" -m distsoftmax "$@" 2>&1 & echo $! > "$work/pid"; wait $! || echo $? > "$work/status"; } \
-    | filter_launcher &
+# (bash's own "Killed" notice of horovodrun, after a reap, goes to /dev/null: the worker's line said it)
+run_horovodrun "$@" 2>/dev/null | filter_launcher &
 filter=$!
-trap 'kill -TERM "$(cat "$work/pid" 2>/dev/null)" 2>/dev/null || true' INT TERM
+trap 'kill -INT "$(cat "$work/pid" 2>/dev/null)" 2>/dev/null || true' INT TERM
 # A worker that stops without dying (SIGSTOP, a hung host) never reports to
 # horovodrun, which then waits for it for ever after the others have said
-# their line and left: GRACE seconds after a worker's error line (or a
-# survivor's note, when rank 0 itself is the one stopped), horovodrun is
-# stopped, and what is left of the run is ended.
+# their line and left: GRACE seconds after a worker's error line, horovodrun
+# is stopped (the line said it all), and what is left of the run is ended.
 grace=${GRACE:-30}
 stopped=''
 while kill -0 "$filter" 2>/dev/null; do
-    sleep 1
+    sleep 1 || true        # a signal's trap interrupts it
     if [ -z "$stopped" ] && [ -s "$work/said" ] && [ $(( $(date +%s) - $(cat "$work/said") )) -ge "$grace" ]; then
         stopped=1
-        if [ -e "$work/said_error" ]; then
-            echo "elastic.sh: horovodrun still runs $grace s after a worker's error: stopping it" >&2
-        else
-            echo "distsoftmax: error: a worker stopped making progress and horovodrun waits for it:" \
-                 "stopping the job (elastic.sh, $grace s after the first note)" >&2
-        fi
         kill -TERM "$(cat "$work/pid")" 2>/dev/null || true
         reap_workers
     fi

@@ -30,23 +30,9 @@ SLOW = 'sleep=0.04'       # s added to every step: an epoch of 63 steps lasts a 
 TOL = 1e-5
 
 
-def require_cluster():
-    reason = cf.skip_reason()
-    if reason:
-        if os.environ.get('DISTSOFTMAX_CLUSTER_TESTS') == 'require':
-            pytest.fail(f'cluster tests required, but: {reason}')
-        pytest.skip(reason)
-
-
-def cluster_env(**extra):
-    e = env(PYTHONPATH=ROOT, **extra)
-    e['PATH'] = e['PATH'] + ':/usr/sbin:/sbin'
-    return e
-
-
 @pytest.fixture(scope='module')
 def hosts(tmp_path_factory):
-    require_cluster()
+    cf.require_cluster()
     h = cf.NetnsHosts(tmp_path_factory.mktemp('hosts'), ['a', 'b', 'c'], subnet='10.213.9')
     try:
         h.create()
@@ -59,10 +45,10 @@ def hosts(tmp_path_factory):
 @pytest.fixture(scope='module')
 def single(tmp_path_factory):
     """The uninterrupted one-process run's final parameters."""
-    require_cluster()
+    cf.require_cluster()
     ckpt = tmp_path_factory.mktemp('single') / 'ckpt'
     r = subprocess.run([sys.executable, '-m', 'distsoftmax', *FLAGS, '--quiet', '--checkpoint-dir', str(ckpt)],
-                       cwd=ROOT, env=cluster_env(), capture_output=True, text=True, timeout=120)
+                       cwd=ROOT, env=cf.cluster_env(), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     return load_params(ckpt / 'model.params')
 
@@ -80,7 +66,7 @@ class Job:
         self.hosts, self.hostfile = hosts, tmp / 'hosts'
         self.hostfile.write_text(''.join(f'{n} slots=1\n' for n in names))
         self.ckpt = tmp / 'ckpt'
-        e = cluster_env(HOSTFILE=self.hostfile, SSH_IDENTITY_FILE=hosts.key, NETWORK_INTERFACE='eth0',
+        e = cf.cluster_env(HOSTFILE=self.hostfile, SSH_IDENTITY_FILE=hosts.key, NETWORK_INTERFACE='eth0',
                         DISTSOFTMAX_FAULT=SLOW, **extra)
         self.p = subprocess.Popen(hosts.exec_argv('a', [ELASTIC, *FLAGS, '--checkpoint-dir', str(self.ckpt),
                                                         *args]),
@@ -192,21 +178,57 @@ def test_a_host_added_to_the_discovery_joins(hosts, single, tmp_path):
     assert_no_rank_left(hosts)
 
 
-def test_below_min_np_ends_in_one_line(hosts, tmp_path):
-    """2 hosts, MIN_NP 2: the survivor of a kill cannot go on. Within the
-    elastic timeout (10 s) and its SIGTERM, one line, no traceback, nothing left."""
-    job = Job(hosts, tmp_path, ['a', 'b'], '--timeout', '60', MIN_NP=2, ELASTIC_TIMEOUT=10)
+def test_a_cut_link_leaves_and_the_result_is_the_one_process_result(hosts, single, tmp_path):
+    """3 hosts, MIN_NP 2: host c's link is cut mid-epoch (its worker neither
+    works nor dies, and nothing reaches it). horovodrun's ssh to c gives up on
+    its keepalives, the survivors' Gloo times out, and they go on as 2; c's
+    worker, cut off, ends by itself."""
+    job = Job(hosts, tmp_path, ['a', 'b', 'c'], '--timeout', '60', MIN_NP=2)
     job.wait_epoch(1)
-    job.kill_worker_on('b')
+    time.sleep(1.5)                  # into epoch 2, past its first commit
+    victim = job.host_of_rank(2)
+    hosts.link(victim, up=False)
+    try:
+        rc = job.finish(timeout=300)
+        out = job.out
+        assert rc == 0, out
+        assert resets(out) == [2], out
+        assert close_to(job.ckpt, single) < TOL, out
+        assert 'Traceback' not in out, out
+        # the cut-off worker's own watch ends it: --timeout after it could not re-join
+        try:
+            cf.wait_for(lambda: not hosts.leftovers(victim), 180, f'the worker on {victim} to end')
+        except TimeoutError as e:
+            raise AssertionError(f'{e}: {hosts.leftovers(victim)}') from None
+    finally:
+        hosts.link(victim, up=True)
+    assert_no_rank_left(hosts)
+
+
+def the_line(out):
+    """The one line a failed job says: nothing else of ours or of elastic.sh's, no traceback."""
+    said = [line for line in out.splitlines()
+            if 'distsoftmax: error:' in line or 'elastic.sh:' in line or 'no progress' in line]
+    assert len(said) == 1, out
+    assert 'Traceback' not in out, out
+    return said[0]
+
+
+@pytest.mark.parametrize('names, min_np', [(['a', 'b'], 2), (['a', 'b', 'c'], 3)], ids=['2-hosts', '3-hosts'])
+def test_below_min_np_ends_in_one_line(hosts, tmp_path, names, min_np):
+    """MIN_NP is every host: the survivors of a kill cannot go on. Within the
+    elastic timeout (10 s) and its SIGTERM, one line (the lowest survivor's,
+    also with 2 survivors), no traceback, nothing left."""
+    job = Job(hosts, tmp_path, names, '--timeout', '60', MIN_NP=min_np, ELASTIC_TIMEOUT=10)
+    job.wait_epoch(1)
+    job.kill_worker_on(names[-1])
     t0 = time.monotonic()
     rc = job.finish(timeout=120)
     took = time.monotonic() - t0
     out = job.out
     assert rc != 0, out
-    errors = [line for line in out.splitlines() if 'distsoftmax: error:' in line]
-    assert len(errors) == 1, out
-    assert 'could not be re-formed' in errors[0], out
-    assert 'Traceback' not in out, out
+    line = the_line(out)
+    assert 'could not be re-formed' in line, out
     assert took < 90, f'{took:.0f} s'
     assert 1 <= saved_epoch(job.ckpt) < EPOCHS
     assert_no_rank_left(hosts)
@@ -214,21 +236,38 @@ def test_below_min_np_ends_in_one_line(hosts, tmp_path):
 
 @pytest.mark.parametrize('stopped', [1, 0], ids=['rank1', 'rank0'])
 def test_a_stopped_worker_ends_the_job_in_one_line(hosts, tmp_path, stopped):
-    """SIGSTOP of one worker: it neither works nor dies. After --timeout rank 0
-    says so (or, rank 0 stopped, the survivor leaves a note and elastic.sh says
-    it); horovodrun, which would wait for the stopped worker for ever, is
-    stopped GRACE s later, and nothing is left on any host."""
+    """SIGSTOP of one worker: it neither works nor dies. After --timeout the
+    lowest rank that still answers says so, naming the silent one; horovodrun,
+    which would wait for the stopped worker for ever, is stopped GRACE s later,
+    and nothing is left on any host."""
     job = Job(hosts, tmp_path, ['a', 'b'], '--timeout', '15', MIN_NP=1, GRACE=5)
     job.wait_epoch(1)
     job.kill_worker_on(job.host_of_rank(stopped), signal.SIGSTOP)
     rc = job.finish(timeout=150)
     out = job.out
     assert rc is not None and rc != 0, out
-    errors = [line for line in out.splitlines() if 'distsoftmax: error:' in line]
-    assert len(errors) == 1, out
-    assert ('no progress for' if stopped else 'a worker stopped making progress') in errors[0], out
-    assert 'Traceback' not in out, out
+    line = the_line(out)
+    assert 'no progress for' in line and f'rank(s) {stopped} did not answer' in line, out
+    assert ('rank 1: ' in line) == (stopped == 0), out
     assert_no_rank_left(hosts)
+
+
+def test_ctrl_c_of_elastic_sh_is_said_once_and_resumes(hosts, single, tmp_path):
+    """Ctrl-C reaches elastic.sh's process group: one line, what was kept named,
+    nothing left, and --resume finishes the one-process result."""
+    job = Job(hosts, tmp_path, ['a', 'b'], MIN_NP=1)
+    job.wait_epoch(1)
+    os.killpg(job.p.pid, signal.SIGINT)
+    rc = job.finish(timeout=120)
+    out = job.out
+    said = [line for line in out.splitlines() if 'distsoftmax: ' in line and 'interrupted' in line]
+    assert rc not in (0, None), out
+    assert len(said) == 1 and f'stays in {job.ckpt}' in said[0], out
+    assert 'Traceback' not in out and 'elastic.sh:' not in out, out
+    assert_no_rank_left(hosts)
+    again = Job(hosts, tmp_path, ['a', 'b'], '--resume', MIN_NP=1)
+    assert again.finish() == 0, again.out
+    assert close_to(job.ckpt, single) < TOL, again.out
 
 
 # -- on this host alone: two loopback "hosts" (localhost, 127.0.0.1), one slot each
@@ -241,7 +280,7 @@ def local_elastic(tmp, *args, **extra):
 
 
 @pytest.mark.launcher
-def test_an_elastic_run_resumes_from_its_checkpoint_after_a_full_stop(tmp_path):
+def test_an_elastic_run_resumes_from_its_checkpoint_after_a_full_stop_and_evaluates(tmp_path):
     ckpt = tmp_path / 'ckpt'
     short = [f if f != str(EPOCHS) else '2' for f in FLAGS]
     r = local_elastic(tmp_path, *short, '--quiet', '--checkpoint-dir', ckpt)
@@ -255,6 +294,13 @@ def test_an_elastic_run_resumes_from_its_checkpoint_after_a_full_stop(tmp_path):
                        cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120)
     assert s.returncode == 0, s.stderr
     assert close_to(ckpt, load_params(one / 'model.params')) < TOL
+    # evaluate under horovodrun's elastic mode: the evaluation of one process
+    r = local_elastic(tmp_path, 'evaluate', '--checkpoint-dir', ckpt)
+    s = subprocess.run([sys.executable, '-m', 'distsoftmax', 'evaluate', '--checkpoint-dir', str(ckpt)],
+                       cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and s.returncode == 0, r.stdout + r.stderr + s.stderr
+    accuracy = re.compile(r'test acc \d\.\d+ \(\d+/\d+\)')
+    assert accuracy.findall(r.stdout) == accuracy.findall(s.stdout) != [], r.stdout
 
 
 @pytest.mark.launcher
