@@ -70,12 +70,8 @@ def skip_reason():
 
 def require_cluster():
     """Skip (or, DISTSOFTMAX_CLUSTER_TESTS=require, fail) where skip_reason() says why."""
-    import pytest
-    reason = skip_reason()
-    if reason:
-        if os.environ.get('DISTSOFTMAX_CLUSTER_TESTS') == 'require':
-            pytest.fail(f'cluster tests required, but: {reason}')
-        pytest.skip(reason)
+    from harness import skip_unless_ready
+    skip_unless_ready(skip_reason(), 'DISTSOFTMAX_CLUSTER_TESTS')
 
 
 def cluster_env(**extra):

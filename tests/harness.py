@@ -121,6 +121,16 @@ def env(**extra):
     return e
 
 
+def skip_unless_ready(reason, required_by):
+    """Skip for reason (a str, or None when ready); fail instead where the
+    environment variable required_by is 'require' (CI, where the set-up ran)."""
+    import pytest
+    if reason:
+        if os.environ.get(required_by) == 'require':
+            pytest.fail(f'{required_by}=require, but: {reason}')
+        pytest.skip(reason)
+
+
 def run_cli(*args, timeout=300, extra_env=None, **kw):
     """python -m distsoftmax ARGS, as a user runs it."""
     return subprocess.run([sys.executable, '-m', 'distsoftmax', *map(str, args)], cwd=ROOT,

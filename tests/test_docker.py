@@ -34,7 +34,7 @@ import time
 
 import pytest
 
-from harness import ROOT, saved_epoch
+from harness import ROOT, saved_epoch, skip_unless_ready
 
 CACHE = os.path.join(os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache'),
                      'distsoftmax')
@@ -59,11 +59,7 @@ def skip_reason():
 
 
 def require_docker():
-    reason = skip_reason()
-    if reason:
-        if os.environ.get('DISTSOFTMAX_DOCKER_TESTS') == 'require':
-            pytest.fail(f'docker tests required, but: {reason}')
-        pytest.skip(reason)
+    skip_unless_ready(skip_reason(), 'DISTSOFTMAX_DOCKER_TESTS')
 
 
 # --- the engine -------------------------------------------------------------------
