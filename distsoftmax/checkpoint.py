@@ -68,12 +68,13 @@ def check_writable(directory):
         raise CheckpointError(f'--checkpoint-dir {directory}: not writable')
 
 
-def hold(directory, session):
+def hold(directory, session, wait=0):
     """An exclusive lock on DIR for this run, released when the session ends.
-    Raises CheckpointError naming the holder if another run has it."""
+    Raises CheckpointError naming the holder if another run has it after
+    wait seconds (elastic.py waits for a rank 0 that is handing it over)."""
     lock, owner = FileLock(os.path.join(directory, LOCK)), os.path.join(directory, LOCK + '.owner')
     try:
-        lock.acquire(timeout=0)
+        lock.acquire(timeout=wait)
     except Timeout:
         try:
             holder = open(owner).read().strip()

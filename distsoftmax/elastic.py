@@ -317,6 +317,7 @@ def train(cfg, session, pending):
     state.keep(values)
 
     def reset():
+        run.release()          # a rank 0 that is left out (cut off, say) must not keep the directory
         layout.watchdog.rejoin()
         layout.rejoin()                                    # distributed: re-form the ring
         layout.mark('the broadcast of the last commit')
@@ -354,9 +355,6 @@ class _Run:
     def _body(self, state):
         layout, cfg, task = self.layout, self.cfg, self.task
         self.log.main = layout.is_main
-        if not layout.is_main and self.lock is not None:   # rank 0 moved: free the lock for the new one
-            self.lock.release()
-            self.lock = None
         layout.mark('the barrier before the checks of this world')
         layout.barrier()                                                      # distributed
         layout.watchdog.meet(layout)                                          # distributed
@@ -415,9 +413,16 @@ class _Run:
                                                       overwrite=cfg.overwrite, flags=flags,
                                                       session=self._holding())
             elif cfg.checkpoint_dir and self.lock is None:
+                # the last rank 0 frees it when it resets; one cut off frees it after its Gloo timeout
                 checkpoint.check_writable(cfg.checkpoint_dir)
-                checkpoint.hold(cfg.checkpoint_dir, self._holding())
+                checkpoint.hold(cfg.checkpoint_dir, self._holding(), wait=min(2 * GLOO_TIMEOUT, cfg.timeout / 2))
         return data, plan, ck
+
+    def release(self):
+        """Free the checkpoint lock (at every reset): whoever is rank 0 of the next world takes it."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     def _holding(self):
         """A session-like holder: the lock is kept here (rank 0 may move) and released at the end."""

@@ -184,7 +184,13 @@ filter_launcher() {
             printf '%s\n' "$line"
         fi
     done
-    if [ -n "$msg" ] && [ -z "$said" ]; then
+    local few='TimeoutException: Timed out waiting .* at least ([0-9]+) Horovod processes\. Timeout after ([0-9]+) seconds'
+    if [ -n "$msg" ] && [ -z "$said" ] && [[ "$msg" =~ $few ]]; then
+        # the survivors' own line can be lost when horovodrun ends their ssh first: say it for them
+        echo "distsoftmax: error: the job could not be re-formed after a worker left: fewer than" \
+             "${BASH_REMATCH[1]} workers (MIN_NP) within ${BASH_REMATCH[2]} s (ELASTIC_TIMEOUT); the last" \
+             "checkpoint in --checkpoint-dir resumes with --resume"
+    elif [ -n "$msg" ] && [ -z "$said" ]; then
         echo "elastic.sh: horovodrun: $msg"
     fi
 }
