@@ -15,10 +15,13 @@ from .errors import UsageError
 from .session import Session
 
 COMMANDS = ('train', 'evaluate', 'env')
+USAGE = 'distsoftmax [train|evaluate|env] [flags]'
 FLOAT32_MAX = 3.4028234663852886e38
-EXIT_CODES = ('exit codes: 0 done; 1 a run error (data, checkpoint, divergence, a failed or stalled rank, '
-              'an output that cannot be written); 2 bad flags; 130 SIGINT; 138 SIGUSR1 (a graceful stop, '
-              "as Slurm's --signal=USR1@T asks); 141 stdout closed; 143 SIGTERM (a launcher reports its own)")
+EXIT_CODES = textwrap.fill(
+    'exit codes: 0 done; 1 a run error (data, checkpoint, divergence, a failed or stalled rank, '
+    'an output that cannot be written); 2 bad flags; 130 SIGINT; 138 SIGUSR1 (a graceful stop, '
+    "as Slurm's --signal=USR1@T asks); 141 stdout closed; 143 SIGTERM (a launcher reports its own)",
+    79, subsequent_indent='  ')
 ENVIRONMENT = '''environment:
   DISTSOFTMAX_DATA        the data directory, if --data-dir is not given
   XDG_CACHE_HOME          where downloads are cached (default: ~/.cache)
@@ -27,6 +30,8 @@ ENVIRONMENT = '''environment:
   DISTSOFTMAX_TIMESTAMPS  1: as --timestamps
   DISTSOFTMAX_TIMEOUT     seconds: as --timeout
   DISTSOFTMAX_NO_QUICK_EXIT  1: exit through the interpreter's own teardown
+  DISTSOFTMAX_COMMIT_STEPS  steps between two commits under horovodrun's elastic
+                          mode (launch/elastic.sh; default 32)
 set where you have not set them:
   OMP_NUM_THREADS=1       MXNet's threads per process (the ops are too small to split)
   OMPI_MCA_mpi_yield_when_idle=1   on CPU under MPI: waiting ranks leave the cores
@@ -128,18 +133,21 @@ def _data_flags(p, synthetic_const):
 
 
 def parser():
-    top = _Parser(prog='distsoftmax', usage='distsoftmax [train|evaluate] [flags]',
+    top = _Parser(prog='distsoftmax', usage=USAGE,
                   description=textwrap.fill('Data-parallel softmax regression (Dense(10)) on Fashion-MNIST with MXNet '
                               'Gluon. The same command runs on one CPU or GPU, on several devices '
                               '(--devices), under horovodrun, mpirun or srun; the math is the same in '
                               'every layout. "train" is the default command; "distsoftmax evaluate '
-                              '--help" for the other.', 79),
+                              '--help" for evaluation; "distsoftmax env" reports what this machine gives a '
+                              'run.', 79),
                   epilog='examples:\n'
                          '  python -m distsoftmax                         5 epochs on the CPU or GPU\n'
                          '  python -m distsoftmax --devices cpu:2         one process, 2 contexts\n'
                          '  horovodrun -np 4 python -m distsoftmax        4 Horovod workers\n'
                          '  mpirun -np 2 python -m distsoftmax --layout mpi\n'
-                         '  python -m distsoftmax evaluate --checkpoint-dir runs/ckpt\n\n'
+                         '  HOSTFILE=hosts launch/elastic.sh              workers may leave and join\n'
+                         '  python -m distsoftmax evaluate --checkpoint-dir runs/ckpt\n'
+                         '  python -m distsoftmax env                     the build, GPUs, MPI, the data\n\n'
                          + ENVIRONMENT + '\n' + EXIT_CODES + '\n',
                   formatter_class=_Formatter)
     top.add_argument('--version', action='version', version=f'distsoftmax {__version__}')
@@ -157,7 +165,7 @@ def parser():
 
 def _train_flags(sub, top):
     t = sub.add_parser('train', prog='distsoftmax train', formatter_class=_Formatter, help='train (the default command)',
-                       usage='distsoftmax [train|evaluate] [flags]', description=top.description, epilog=top.epilog)
+                       usage=USAGE, description=top.description, epilog=top.epilog)
     t.add_argument('--epochs', type=_number(int), default=5,
                    help='epochs to train, in all (a resumed run counts the ones already done)')
     t.add_argument('--batch-size', type=_number(int), default=256,

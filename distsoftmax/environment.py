@@ -22,7 +22,9 @@ from .errors import LayoutError
 WHEEL_ARCHS = {name: (50, 60, 70, 80, 86) for name in
                ('mxnet-cu112', 'mxnet-cu117', 'mxnet-cu110', 'mxnet-cu101', 'mxnet-cu102')}
 # defaults the package sets where the user has not (README: "Defaults")
-DEFAULTS = ('OMP_NUM_THREADS', 'OMPI_MCA_mpi_yield_when_idle', 'HOROVOD_CYCLE_TIME', 'OMPI_MCA_btl')
+DEFAULTS = {'OMP_NUM_THREADS': '1', 'OMPI_MCA_mpi_yield_when_idle': '1 under MPI on CPU',
+            'HOROVOD_CYCLE_TIME': '0.1 under Horovod on CPU, one host',
+            'OMPI_MCA_btl': '^openib,ofi under horovodrun (for its ^openib)'}
 
 
 def _distribution(prefix):
@@ -95,7 +97,8 @@ def mpi():
         import mpi4py
         mpi4py.rc.initialize = mpi4py.rc.finalize = False   # a look, not a job
         from mpi4py import MPI
-        out.update(mpi4py=version, library=MPI.Get_library_version().splitlines()[0].strip())
+        # the C string's own NUL comes along: cut it, or the report is binary to grep
+        out.update(mpi4py=version, library=MPI.Get_library_version().replace('\0', '').splitlines()[0].strip())
     return out
 
 
@@ -115,7 +118,7 @@ def auto_layout():
     if ranks > 1:
         from .layout import horovod_built
         return ('horovod' if horovod_built() else 'mpi'), f'{row.name} started {ranks} ranks'
-    return 'local', 'one process (devices with several --devices)'
+    return 'local', 'one process; --layout devices takes several --devices'
 
 
 def report():
@@ -154,8 +157,8 @@ def text(r):
     lines.append(f"data: {d['directory']}" if d['directory'] else f"data: not found here ({d['error']})")
     lines.append(f"launcher: {r['launcher']}, world size {r['world_size']}; --layout auto picks "
                  f"{r['auto_layout']['layout']} ({r['auto_layout']['why']})")
-    lines.append('defaults the package sets where unset: ' + ', '.join(
-        f'{k}={v if v is not None else "(unset here)"}' for k, v in r['defaults'].items()))
+    lines.append('defaults the package sets where unset: ' + '; '.join(
+        f'{k}={DEFAULTS[k]} (here: {"unset" if v is None else v})' for k, v in r['defaults'].items()))
     return '\n'.join(lines)
 
 

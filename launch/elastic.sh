@@ -66,6 +66,14 @@ else
         exit 2
     fi
     hostfile=$(cd "$(dirname "$hostfile")" && pwd)/$(basename "$hostfile")
+    n=0
+    while IFS= read -r line || [ -n "$line" ]; do
+        n=$(( n + 1 ))
+        line=${line%%#*}
+        [[ "$line" =~ ^[[:space:]]*$ || "$line" =~ ^[[:space:]]*[^[:space:]#:]+([[:space:]]+slots=[0-9]+|:[0-9]+)[[:space:]]*$ ]] && continue
+        echo "elastic.sh: $hostfile line $n: '$line' is not 'host slots=N' or 'host:N'" >&2
+        exit 2
+    done < "$hostfile"
     # "host slots=N" and "host:N" lines; blank lines and comments are skipped
     cat > "$work/discover" <<EOF
 #!/bin/sh
@@ -96,7 +104,12 @@ for v in NP MIN_NP ${MAX_NP:+MAX_NP} ${ELASTIC_TIMEOUT:+ELASTIC_TIMEOUT} ${GRACE
     case "${!v}" in '' | *[!0-9]* | 0) echo "elastic.sh: $v must be a positive integer, not '${!v}'" >&2; exit 2 ;; esac
 done
 if [ "$MIN_NP" -gt "$NP" ]; then
-    echo "elastic.sh: MIN_NP $MIN_NP is more than NP $NP" >&2
+    echo "elastic.sh: MIN_NP $MIN_NP is more than NP $NP: lower MIN_NP, or list more slots (NP defaults to" \
+         "every slot the discovery finds)" >&2
+    exit 2
+fi
+if [ -n "${MAX_NP:-}" ] && [ "$MAX_NP" -lt "$NP" ]; then
+    echo "elastic.sh: MAX_NP $MAX_NP is less than NP $NP: raise MAX_NP, or set NP to at most $MAX_NP" >&2
     exit 2
 fi
 iface=${NETWORK_INTERFACE:-${HOROVOD_GLOO_IFACE:-}}
@@ -143,14 +156,14 @@ DISTSOFTMAX_ELASTIC_RUN="${HOSTNAME:-host}-$$-$(date +%s)-$RANDOM"
 export DISTSOFTMAX_ELASTIC_RUN
 # shellcheck disable=SC2016  # expanded on the remote host
 reap='for e in /proc/[0-9]*/environ; do
-    if tr "\0" "\n" < "$e" 2>/dev/null | grep -qxF "DISTSOFTMAX_ELASTIC_RUN=$1"; then
+    if tr "\0" "\n" 2>/dev/null < "$e" | grep -qxF "DISTSOFTMAX_ELASTIC_RUN=$1"; then
         p=${e#/proc/}; kill -KILL "${p%/environ}" 2>/dev/null
     fi
 done; true'
 reap_workers() {     # quietly: the worker's line said the job stops
     local host
     if [ -n "$local_only" ]; then
-        env -u DISTSOFTMAX_ELASTIC_RUN bash -s -- "$DISTSOFTMAX_ELASTIC_RUN" <<< "$reap" > /dev/null
+        env -u DISTSOFTMAX_ELASTIC_RUN bash -s -- "$DISTSOFTMAX_ELASTIC_RUN" <<< "$reap" > /dev/null 2>&1
         return
     fi
     while read -r host; do
@@ -167,8 +180,13 @@ reap_workers() {     # quietly: the worker's line said the job stops
 filter_launcher() {
     trap '' INT TERM    # Ctrl-C reaches the whole group: the workers' last lines still come through here
     local line tb='' msg='' said='' tagged='^\[[0-9]+\]<std(out|err)>:'
+    # what a worker's Horovod and shell say when a peer leaves (Gloo's broken ring, a
+    # kill): the rollback's line, or the job's one line, says it in our words
+    local left='^\[[0-9]+\]<stderr>:(\[[0-9-]+ [0-9:.]+: E [^]]*\] \[[0-9]+\]: Horovod background loop uncaught exception: |Killed$)'
     while IFS= read -r line || [ -n "$line" ]; do
-        if [[ "$line" =~ $tagged ]]; then
+        if [[ "$line" =~ $left ]]; then
+            continue
+        elif [[ "$line" =~ $tagged ]]; then
             if [[ "$line" =~ distsoftmax:\ (error:|interrupted|rank\ [0-9]+:\ interrupted) ]] && [ -z "$said" ]; then
                 said=1
                 date +%s > "$work/said"
@@ -211,7 +229,14 @@ status=0
 # (bash's own "Killed" notice of horovodrun, after a reap, goes to /dev/null: the worker's line said it)
 run_horovodrun "$@" 2>/dev/null | filter_launcher &
 filter=$!
-trap 'kill -INT "$(cat "$work/pid" 2>/dev/null)" 2>/dev/null || true' INT TERM
+# the exit code says the signal that reached this script (130 for Ctrl-C), not
+# the SIGTERM that horovodrun passed on to its workers
+on_signal() {
+    echo "$1" > "$work/signalled"
+    kill -INT "$(cat "$work/pid" 2>/dev/null)" 2>/dev/null || true
+}
+trap 'on_signal 130' INT
+trap 'on_signal 143' TERM
 # A worker that stops without dying (SIGSTOP, a hung host) never reports to
 # horovodrun, which then waits for it for ever after the others have said
 # their line and left: GRACE seconds after a worker's error line, horovodrun
@@ -233,6 +258,9 @@ if [ "$status" -ne 0 ] && [ -s "$work/code" ]; then
 fi
 if [ -n "$stopped" ] && [ "$status" -eq 0 ]; then
     status=1
+fi
+if [ "$status" -ne 0 ] && [ -s "$work/signalled" ]; then
+    status=$(cat "$work/signalled")
 fi
 if [ "$status" -ne 0 ]; then
     reap_workers

@@ -86,10 +86,11 @@ def test_confusion_plot_says_its_accuracy_and_labels_its_colour_bar():
 def test_help_says_the_defaults_environment_and_exit_codes():
     r = run_cli('--help')
     text = ' '.join(r.stdout.split())
-    assert r.stdout.startswith('usage: distsoftmax [train|evaluate] [flags]')
+    assert r.stdout.startswith('usage: distsoftmax [train|evaluate|env] [flags]')
+    assert '"distsoftmax env" reports' in text and 'launch/elastic.sh' in text
     assert '--seed SEED seed of the initial weights and every epoch\'s shuffle (default: 0)' in text
     for name in ('DISTSOFTMAX_DATA', 'XDG_CACHE_HOME', 'DISTSOFTMAX_MIRROR', 'OMP_NUM_THREADS=1',
-                 'HOROVOD_CYCLE_TIME=0.1', 'OMPI_MCA_mpi_yield_when_idle=1'):
+                 'HOROVOD_CYCLE_TIME=0.1', 'OMPI_MCA_mpi_yield_when_idle=1', 'DISTSOFTMAX_COMMIT_STEPS'):
         assert name in text
     assert 'exit codes: 0 done; 1 a run error' in text and '143 SIGTERM' in text
     r = run_cli('--version')
