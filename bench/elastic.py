@@ -75,7 +75,7 @@ def main():
     for name, runs in got.items():
         values = [v for v, _ in runs]
         med = statistics.median(values)
-        cost = '' if name == 'non-elastic' else f', {100 * (1 - med / ref):+.1f}% against non-elastic'
+        cost = '' if name == 'non-elastic' else f', {100 * (med / ref - 1):+.1f}% samples/s against non-elastic'
         per = [c for _, c in runs if c is not None]
         commit = f'; a mid-epoch commit took {1000 * statistics.median(per):.1f} ms (median)' if per else ''
         print(f'  {name:32s} {med:9.0f} samples/s  ({", ".join(f"{v:.0f}" for v in values)}){cost}{commit}')

@@ -50,8 +50,8 @@ from .contexts import one_context
 from .errors import Interrupted, LayoutError, UsageError
 from .task import Task
 
-COMMIT_STEPS = 32    # default steps between two commits (DISTSOFTMAX_COMMIT_STEPS): about 10% of the
-                     # training speed of 2 Gloo workers on CPU here (bench/elastic.py); a failure replays at most these
+COMMIT_STEPS = 32    # default steps between two commits (DISTSOFTMAX_COMMIT_STEPS): their cost is in
+                     # bench/README.md (bench/elastic.py); a failure replays at most these
 GLOO_TIMEOUT = 30    # s: HOROVOD_GLOO_TIMEOUT_SECONDS in elastic mode (horovodrun's own default)
 TICK = 0.5           # s between two looks of the progress watch
 
