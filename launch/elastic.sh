@@ -231,6 +231,7 @@ run_horovodrun "$@" 2>/dev/null | filter_launcher &
 filter=$!
 # the exit code says the signal that reached this script (130 for Ctrl-C), not
 # the SIGTERM that horovodrun passed on to its workers
+# shellcheck disable=SC2317  # called by the traps below
 on_signal() {
     echo "$1" > "$work/signalled"
     kill -INT "$(cat "$work/pid" 2>/dev/null)" 2>/dev/null || true
