@@ -72,3 +72,17 @@ split_words() {
     fi
     mapfile -d '' -t words < <(xargs -r printf '%s\0' <<< "$value")
 }
+
+# SSH_PORT and SSH_IDENTITY_FILE as horovodrun flags (appended to args) and as
+# the options of this script's own ssh (ssh_opts), which match horovodrun's
+ssh_settings() {
+    ssh_opts=(-o BatchMode=yes -o ConnectTimeout=10 -o StrictHostKeyChecking=no)
+    if [ -n "${SSH_PORT:-}" ]; then
+        args+=(-p "$SSH_PORT")
+        ssh_opts+=(-p "$SSH_PORT")
+    fi
+    if [ -n "${SSH_IDENTITY_FILE:-}" ]; then
+        args+=(--ssh-identity-file "$SSH_IDENTITY_FILE")
+        ssh_opts+=(-i "$SSH_IDENTITY_FILE")
+    fi
+}

@@ -128,15 +128,7 @@ args=(-np "$NP" --min-np "$MIN_NP" --host-discovery-script "$work/discover" --gl
       --network-interface "$iface")
 [ -z "${MAX_NP:-}" ] || args+=(--max-np "$MAX_NP")
 [ -z "${ELASTIC_TIMEOUT:-}" ] || args+=(--elastic-timeout "$ELASTIC_TIMEOUT")
-ssh_opts=(-o BatchMode=yes -o ConnectTimeout=10 -o StrictHostKeyChecking=no)
-if [ -n "${SSH_PORT:-}" ]; then
-    args+=(-p "$SSH_PORT")
-    ssh_opts+=(-p "$SSH_PORT")
-fi
-if [ -n "${SSH_IDENTITY_FILE:-}" ]; then
-    args+=(--ssh-identity-file "$SSH_IDENTITY_FILE")
-    ssh_opts+=(-i "$SSH_IDENTITY_FILE")
-fi
+ssh_settings
 # horovodrun learns that a worker ended when its ssh to that host ends. Across
 # a cut link that ssh would wait for TCP to give up, and the survivors' re-join
 # waits for the host (tests/test_elastic.py saw the job fail): keepalives end

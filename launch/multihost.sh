@@ -76,15 +76,7 @@ args=(-np "$NP" --hostfile "$hostfile" "--$controller")
 if [ -n "${HOROVOD_GLOO_IFACE:-}" ]; then
     args+=(--network-interfaces "$HOROVOD_GLOO_IFACE")
 fi
-ssh_opts=(-o BatchMode=yes -o ConnectTimeout=10 -o StrictHostKeyChecking=no)  # as horovodrun's
-if [ -n "${SSH_PORT:-}" ]; then
-    args+=(-p "$SSH_PORT")
-    ssh_opts+=(-p "$SSH_PORT")
-fi
-if [ -n "${SSH_IDENTITY_FILE:-}" ]; then
-    args+=(--ssh-identity-file "$SSH_IDENTITY_FILE")
-    ssh_opts+=(-i "$SSH_IDENTITY_FILE")
-fi
+ssh_settings
 split_words multihost.sh HOROVODRUN_ARGS
 extra=("${words[@]}")
 

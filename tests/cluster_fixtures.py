@@ -434,6 +434,17 @@ class NetnsHosts:
         return [(pid, ' '.join(argv)) for pid, argv in self.processes(host)
                 if 'distsoftmax' in ' '.join(argv) or 'orted' in ' '.join(argv)]
 
+    def assert_no_rank_left(self, wait=15):
+        """No rank, nor its launcher, orted or ssh, still runs on any host (what is, is killed by PID)."""
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and any(self.leftovers(n) for n in self.names):
+            time.sleep(0.2)
+        left = {n: self.leftovers(n) for n in self.names if self.leftovers(n)}
+        for procs in left.values():
+            for pid, _ in procs:
+                _kill(pid)
+        assert not left, f'ranks left behind: {left}'
+
     def link(self, host, up):
         """The link of HOST to the bridge, down (a cut network) or up again."""
         sh('ip', '-n', self.switch, 'link', 'set', f'v{self.tag}{self.names.index(host)}', 'up' if up else 'down')

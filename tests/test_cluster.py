@@ -282,18 +282,6 @@ def run_on(hosts, host, cmd, timeout=240, **extra):
     return p.returncode, out
 
 
-def assert_no_rank_left(hosts, wait=10):
-    """No rank, nor its launcher, orted or ssh, still runs on any host."""
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline and any(hosts.leftovers(n) for n in hosts.names):
-        time.sleep(0.2)
-    left = {n: hosts.leftovers(n) for n in hosts.names if hosts.leftovers(n)}
-    for procs in left.values():
-        for pid, _ in procs:
-            cf._kill(pid)
-    assert not left, f'ranks left behind: {left}'
-
-
 @pytest.fixture(scope='module')
 def multihost_gloo(hosts, tmp_path_factory):
     """multihost.sh over Gloo on a and b, launched from a: the reference run of
@@ -315,7 +303,7 @@ def test_multihost_sh_gloo_on_two_hosts_matches_one_process(hosts, multihost_glo
     assert (s['layout'], s['world_size']) == ('horovod', 2), s
     assert abs(s['test_acc'] - single) <= TOL, (s['test_acc'], single)
     assert multihost_gloo['seen'] == {'a', 'b'}, multihost_gloo['seen']
-    assert_no_rank_left(hosts)
+    hosts.assert_no_rank_left()
 
 
 def test_multihost_sh_mpi_on_two_hosts_matches_one_process(hosts, single, tmp_path):
@@ -333,7 +321,7 @@ def test_multihost_sh_mpi_on_two_hosts_matches_one_process(hosts, single, tmp_pa
     assert (s['layout'], s['world_size']) == ('horovod', 2), s
     assert abs(s['test_acc'] - single) <= TOL, (s['test_acc'], single)
     assert seen == {'a', 'b'}, seen
-    assert_no_rank_left(hosts)
+    hosts.assert_no_rank_left()
 
 
 def test_mpi_sh_with_a_hostfile_of_two_hosts(hosts, single, tmp_path):
@@ -351,7 +339,7 @@ def test_mpi_sh_with_a_hostfile_of_two_hosts(hosts, single, tmp_path):
     assert (s['layout'], s['world_size']) == ('mpi', 2), s
     assert abs(s['test_acc'] - single) <= TOL, (s['test_acc'], single)
     assert seen == {'a', 'b'}, seen
-    assert_no_rank_left(hosts)
+    hosts.assert_no_rank_left()
 
 
 def test_recover_sh_over_two_hosts_with_the_remote_rank_killed(hosts, multihost_gloo, tmp_path):
@@ -390,7 +378,7 @@ def test_recover_sh_over_two_hosts_with_the_remote_rank_killed(hosts, multihost_
     assert 'attempt 2 succeeded' in out, out
     assert saved_epoch(ckpt) == EPOCHS
     assert same_params(ckpt, multihost_gloo['ckpt']), 'the recovered run differs'
-    assert_no_rank_left(hosts)
+    hosts.assert_no_rank_left()
 
 
 # ------------------------------------------------------ the Gloo hostname trap
@@ -423,7 +411,7 @@ def test_multihost_sh_stops_before_gloo_where_a_host_name_does_not_resolve(
     assert f"on b the host name 'b' resolves to {resolves_to or 'nothing'}" in lines[0], out
     assert f"'{hosts.addr['b']} b' in /etc/hosts" in lines[0], out
     assert took < 30
-    assert_no_rank_left(hosts, wait=0)
+    hosts.assert_no_rank_left(wait=0)
 
 
 # ========================================================== the MPIJob's pods
@@ -525,7 +513,7 @@ def test_mpijob_pods_run_the_launcher(pods, tmp_path, variant):
     assert (s['layout'], s['world_size']) == ({'horovodrun': 'horovod', 'mpirun': 'mpi'}[variant], 2), s
     assert seen == set(WORKERS), seen  # the ranks ran on the workers, none on the launcher
     assert saved_epoch(os.path.join(pods.shared, 'ckpt')) == 1
-    assert_no_rank_left(pods)
+    pods.assert_no_rank_left()
 
 
 @pytest.mark.parametrize('without', ['host-key-options', '-x PATH'])
@@ -551,7 +539,7 @@ def test_mpijob_mpirun_variant_needs_what_it_has(pods, without):
         assert re.search(r'unable to find the specified executable|python.*not found', out, re.I), out
     else:
         assert 'Host key verification failed' in out, out
-    assert_no_rank_left(pods)
+    pods.assert_no_rank_left()
 
 
 def test_a_failed_gloo_run_leaves_no_rank_on_any_host(hosts, tmp_path):
@@ -574,7 +562,7 @@ def test_a_failed_gloo_run_leaves_no_rank_on_any_host(hosts, tmp_path):
     assert rc != 0, out
     assert 'Connection refused' in out, out
     print(out[-600:])
-    assert_no_rank_left(hosts, wait=3)
+    hosts.assert_no_rank_left(wait=3)
 
 
 def test_sigterm_of_multihost_sh_stops_every_rank(hosts, tmp_path):
@@ -599,7 +587,7 @@ def test_sigterm_of_multihost_sh_stops_every_rank(hosts, tmp_path):
             p.wait()
     assert p.returncode != 0, out
     assert 1 <= saved_epoch(ckpt) < 20
-    assert_no_rank_left(hosts, wait=10)
+    hosts.assert_no_rank_left(wait=10)
 
 
 # -- no job hangs: a stopped rank under srun, a cut link between two hosts
@@ -666,6 +654,6 @@ def test_a_cut_link_ends_a_multihost_job_on_both_hosts(hosts, tmp_path, controll
     assert p.returncode != 0, out
     errors = [line for line in out.splitlines() if 'distsoftmax: error:' in line]
     assert len(errors) == 1 and 'did not answer' in errors[0], out
-    assert_no_rank_left(hosts, wait=10)
+    hosts.assert_no_rank_left(wait=10)
     rc, out = run_on(hosts, 'a', [*run, '--resume'], **settings)
     assert rc == 0, out

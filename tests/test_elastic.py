@@ -129,17 +129,6 @@ class Job:
         return None if hung else self.p.returncode
 
 
-def assert_no_rank_left(hosts, wait=15):
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline and any(hosts.leftovers(n) for n in hosts.names):
-        time.sleep(0.2)
-    left = {n: hosts.leftovers(n) for n in hosts.names if hosts.leftovers(n)}
-    for procs in left.values():
-        for pid, _ in procs:
-            cf._kill(pid)
-    assert not left, f'ranks left behind: {left}'
-
-
 def resets(out):
     """The world sizes rank 0 announced after each reset."""
     return [int(n) for n in re.findall(r'elastic: (\d+) worker\(s\) now', out)]
@@ -160,7 +149,7 @@ def test_a_killed_worker_leaves_and_the_result_is_the_one_process_result(hosts, 
     assert job.seen == {'a', 'b', 'c'}, job.seen
     assert close_to(job.ckpt, single) < TOL, out
     assert 'Traceback' not in out and 'uncaught exception' not in out, out
-    assert_no_rank_left(hosts)
+    hosts.assert_no_rank_left()
 
 
 def test_a_host_added_to_the_discovery_joins(hosts, single, tmp_path):
@@ -175,7 +164,7 @@ def test_a_host_added_to_the_discovery_joins(hosts, single, tmp_path):
     assert 'done: horovod (elastic), 3 worker(s)' in out, out
     assert 'c' in job.seen, job.seen
     assert close_to(job.ckpt, single) < TOL, out
-    assert_no_rank_left(hosts)
+    hosts.assert_no_rank_left()
 
 
 def test_a_cut_link_leaves_and_the_result_is_the_one_process_result(hosts, single, tmp_path):
@@ -203,7 +192,7 @@ def test_a_cut_link_leaves_and_the_result_is_the_one_process_result(hosts, singl
             raise AssertionError(f'{e}: {hosts.leftovers(victim)}') from None
     finally:
         hosts.link(victim, up=True)
-    assert_no_rank_left(hosts)
+    hosts.assert_no_rank_left()
 
 
 def the_line(out):
@@ -232,7 +221,7 @@ def test_below_min_np_ends_in_one_line(hosts, tmp_path, names, min_np):
     assert 'could not be re-formed' in line, out
     assert took < 90, f'{took:.0f} s'
     assert 1 <= saved_epoch(job.ckpt) < EPOCHS
-    assert_no_rank_left(hosts)
+    hosts.assert_no_rank_left()
 
 
 @pytest.mark.parametrize('stopped', [1, 0], ids=['rank1', 'rank0'])
@@ -250,7 +239,7 @@ def test_a_stopped_worker_ends_the_job_in_one_line(hosts, tmp_path, stopped):
     line = the_line(out)
     assert 'no progress for' in line and f'rank(s) {stopped} did not answer' in line, out
     assert ('rank 1: ' in line) == (stopped == 0), out
-    assert_no_rank_left(hosts)
+    hosts.assert_no_rank_left()
 
 
 def test_ctrl_c_of_elastic_sh_is_said_once_and_resumes(hosts, single, tmp_path):
@@ -265,7 +254,7 @@ def test_ctrl_c_of_elastic_sh_is_said_once_and_resumes(hosts, single, tmp_path):
     assert rc == 130, out
     assert len(said) == 1 and f'stays in {job.ckpt}' in said[0], out
     assert 'Traceback' not in out and 'elastic.sh:' not in out, out
-    assert_no_rank_left(hosts)
+    hosts.assert_no_rank_left()
     again = Job(hosts, tmp_path, ['a', 'b'], '--resume', MIN_NP=1)
     assert again.finish() == 0, again.out
     assert close_to(job.ckpt, single) < TOL, again.out
