@@ -174,7 +174,7 @@ filter_launcher() {
     local line tb='' msg='' said='' tagged='^\[[0-9]+\]<std(out|err)>:'
     # what a worker's Horovod and shell say when a peer leaves (Gloo's broken ring, a
     # kill): the rollback's line, or the job's one line, says it in our words
-    local left='^\[[0-9]+\]<stderr>:(\[[0-9-]+ [0-9:.]+: E [^]]*\] \[[0-9]+\]: Horovod background loop uncaught exception: |Killed$)'
+    local left='^\[[0-9]+\]<stderr>:(\[[0-9-]+ [0-9:. ]+: E [^]]*\] \[[0-9]+\]: Horovod background loop uncaught exception: |Killed$)'
     while IFS= read -r line || [ -n "$line" ]; do
         if [[ "$line" =~ $left ]]; then
             continue

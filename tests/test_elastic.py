@@ -321,3 +321,20 @@ def test_bad_settings_of_elastic_sh_are_one_line(tmp_path, hostfile, extra, says
                        timeout=60, env=env(HOSTFILE=tmp_path / 'hosts', **extra))
     assert r.returncode == 2 and r.stdout == '', r.stdout + r.stderr
     assert r.stderr.count('\n') == 1 and says in r.stderr, r.stderr
+
+
+# Horovod's log pads the microseconds with spaces (`51. 90870`): a CI run caught a line the filter let by
+@pytest.mark.parametrize('line', [
+    '[0]<stderr>:[2026-12-02 03:32:51. 90870: E /tmp/horovod/common/operations.cc:697] [0]: Horovod background'
+    ' loop uncaught exception: [/tmp/gloo/transport/tcp/pair.cc:598] Connection closed by peer [10.213.9.2]:46467',
+    '[2]<stderr>:[2026-12-02 03:32:51.910500: E /tmp/horovod/common/operations.cc:697] [2]: Horovod background'
+    ' loop uncaught exception: [/tmp/gloo/transport/tcp/pair.cc:589] Read error [10.213.9.2]:42911: Connection reset',
+    '[1]<stderr>:Killed',
+], ids=['padded-microseconds', 'microseconds', 'killed'])
+def test_elastic_sh_drops_horovods_log_of_a_peer_that_left(tmp_path, line):
+    kept = '[0]<stdout>:epoch 1, loss 0.6327'
+    script = (f'work={tmp_path}\n'
+              f'eval "$(sed -n \'/^filter_launcher() {{/,/^}}/p\' {ELASTIC})"\n'
+              'filter_launcher')
+    r = subprocess.run(['bash', '-c', script], input=f'{line}\n{kept}\n', capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and r.stdout == kept + '\n', r.stdout + r.stderr
