@@ -120,15 +120,15 @@ def _data_flags(p, synthetic_const):
                    help='cpu, cpu:N (N CPU contexts), gpu, gpu:K, gpu:0,1 or gpu:all (default: gpu:0 if '
                         'a GPU is visible, else cpu; under horovod or mpi one device per process, the GPU '
                         'of its local rank)')
-    p.add_argument('--layout', '--backend', dest='layout', default='auto', choices=config.LAYOUTS,
-                   help='where the work runs (--backend is its older name). auto: horovod under '
+    p.add_argument('--layout', '--backend', dest='layout', default='auto', choices=config.LAYOUTS, metavar='LAYOUT',
+                   help='where the work runs: %(choices)s (--backend is its older name). auto: horovod under '
                         'horovodrun; under another launcher of several ranks horovod if built, else '
                         'mpi; otherwise local, or devices for several --devices')
     p.add_argument('--timeout', metavar='SECONDS', type=_number(float),
-                   default=float(os.environ.get('DISTSOFTMAX_TIMEOUT') or watchdog.DEFAULT_TIMEOUT),
                    help='under a launcher, the longest any rank may wait for its peers or make no step; '
                         'then the job ends with one line naming where it waited and which ranks did not '
-                        'answer. Start-up gets max(600, SECONDS) (env: DISTSOFTMAX_TIMEOUT)')
+                        f'answer. Start-up gets max(600, SECONDS) (default: $DISTSOFTMAX_TIMEOUT, else '
+                        f'{watchdog.DEFAULT_TIMEOUT:g})')
     p.add_argument('--debug', action='store_true', help='show tracebacks of errors')
 
 
@@ -230,6 +230,18 @@ def _evaluate_flags(sub):
     e.add_argument('--plot', metavar='FILE.png', help='draw the confusion matrix')
 
 
+def _timeout(given):
+    """--timeout, else DISTSOFTMAX_TIMEOUT, else watchdog.DEFAULT_TIMEOUT (s).
+    Raises UsageError for an environment value that is no positive number."""
+    text = os.environ.get('DISTSOFTMAX_TIMEOUT', '')
+    if given is not None or not text:
+        return given or watchdog.DEFAULT_TIMEOUT
+    try:
+        return _number(float)(text)
+    except argparse.ArgumentTypeError as e:
+        raise UsageError(f'DISTSOFTMAX_TIMEOUT={text}: {e} (seconds, as --timeout)') from None
+
+
 def parse(argv):
     """Flags -> a config.Train or config.Evaluate (argparse exits 2 on bad ones)."""
     argv = list(argv)
@@ -238,6 +250,7 @@ def parse(argv):
     a = parser().parse_args(argv)
     if a.command == 'env':
         return config.Env(as_json=a.json), a.debug
+    a.timeout = _timeout(a.timeout)
     given = a.data_dir is not None or a.synthetic is not None
     data = config.Data(data_dir=a.data_dir, synthetic=a.synthetic, verify=not a.no_verify)
     devices = a.devices or config.Devices()

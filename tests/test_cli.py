@@ -178,3 +178,21 @@ def test_console_script_is_the_module(tmp_path):
     assert r.returncode == 2 and '--epochs: 0 must be a positive number' in r.stderr
 
 
+
+
+@pytest.mark.parametrize('value', ['abc', '-1', '0'])
+def test_a_bad_distsoftmax_timeout_is_one_line(value):
+    r = run_cli(*TINY, extra_env={'DISTSOFTMAX_TIMEOUT': value})
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert lines[0].startswith(f'distsoftmax: error: DISTSOFTMAX_TIMEOUT={value}: ') and 'as --timeout' in lines[0]
+
+
+def test_timeout_is_the_flag_then_the_environment_then_300(monkeypatch):
+    from distsoftmax import cli
+    monkeypatch.delenv('DISTSOFTMAX_TIMEOUT', raising=False)
+    assert cli.parse(['--epochs', '1'])[0].timeout == 300
+    monkeypatch.setenv('DISTSOFTMAX_TIMEOUT', '45')
+    assert cli.parse(['--epochs', '1'])[0].timeout == 45
+    assert cli.parse(['evaluate', '--checkpoint-dir', 'x'])[0].timeout == 45
+    assert cli.parse(['--epochs', '1', '--timeout', '7'])[0].timeout == 7
