@@ -5,13 +5,15 @@ DIR after epoch E:
   epoch-000E/trainer.states  MXNet's NDArray format (Trainer.save_states would pickle)
   epoch-000E/state.json      that epoch's state (a checkpoint of its own: --resume,
                              --init-from and evaluate take the directory)
-  model.params, trainer.states   the same files (hard links), for users
-  state.json                 written last: the epoch, the math flags and the
-                             data's identity, the metrics so far, the SHA-256 of both files
+  state.json                 written once the epoch directory is whole: the epoch, the
+                             math flags and the data's identity, the metrics so far,
+                             the path and SHA-256 of both files
+  model.params, trainer.states   then the same files (hard links), for users
   .lock, .lock.owner         held by rank 0 while a run uses DIR
 A crash before state.json is replaced leaves the previous epoch's directory,
 which state.json still names, whole; the epoch directories that --keep and
---keep-best do not keep go only after.
+--keep-best do not keep go only after. Before an epoch that state.json names
+is written again, state.json names the top-level copies for that while.
 """
 from dataclasses import dataclass
 import hashlib
@@ -196,11 +198,12 @@ def _kept(directory):
 
 
 def _save(directory, net, trainer, state, keep):
-    previous = _epoch_dir(directory)
     gen = os.path.join(directory, f"epoch-{state['epoch']:04d}")
-    if os.path.isdir(gen) and gen != previous:   # left by a run that crashed before its state.json
+    if gen == _epoch_dir(directory):   # epoch E again (--overwrite, --resume of a kept epoch, an elastic rollback)
+        _name_top_copies(directory)
+    if os.path.isdir(gen):   # the one just unnamed, or left by a run that crashed before its state.json
         shutil.rmtree(gen)
-    os.makedirs(gen, exist_ok=True)
+    os.makedirs(gen)
     files = {}
     for name, write in ((MODEL, lambda p: net.save_parameters(mx_path(p))),
                         (TRAINER, lambda p: save_trainer(trainer, p))):
@@ -209,17 +212,39 @@ def _save(directory, net, trainer, state, keep):
         files[name] = {'path': os.path.relpath(path, directory), 'sha256': _sha256(path)}
     write_text(os.path.join(gen, STATE), json.dumps(dict(state, files=files), indent=1) + '\n', durable=True)
     fsync_dir(gen)
-    for name in files:  # convenience copies at the top; state.json stays the truth
-        link = os.path.join(directory, name)
-        tmp = f'{link}.tmp{os.getpid()}'
-        try:
-            os.link(os.path.join(gen, name), tmp)
-        except OSError:
-            shutil.copyfile(os.path.join(gen, name), tmp)
-        os.replace(tmp, link)
     write_text(_state_path(directory), json.dumps(dict(state, files=files), indent=1) + '\n', durable=True)
     fsync_dir(directory)
+    _link_top_copies(directory, files)
     remove_stale(directory, keep)
+
+
+def _link_top_copies(directory, files):
+    """DIR/model.params and DIR/trainer.states made the files that `files` names
+    (hard links where the filesystem has them), each replaced atomically."""
+    for name, entry in files.items():
+        source, link = os.path.join(directory, entry['path']), os.path.join(directory, name)
+        if os.path.abspath(source) == os.path.abspath(link):
+            continue
+        tmp = f'{link}.tmp{os.getpid()}'
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, link)
+    fsync_dir(directory)
+
+
+def _name_top_copies(directory):
+    """Before the epoch directory that state.json names is written again: state.json
+    names the top-level copies instead, which keep their contents (their own
+    links) while that directory goes, so that a crash then leaves the epoch whole."""
+    with open(_state_path(directory)) as f:
+        state = json.load(f)
+    _link_top_copies(directory, state['files'])
+    for name in (MODEL, TRAINER):
+        state['files'][name]['path'] = name
+    write_text(_state_path(directory), json.dumps(state, indent=1) + '\n', durable=True)
+    fsync_dir(directory)
 
 
 def remove_stale(directory, keep=Keep()):

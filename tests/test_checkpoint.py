@@ -56,6 +56,23 @@ def test_crash_between_checkpoint_files_keeps_the_previous_one(tmp_path, uninter
     assert same(load_params(ck / 'model.params'), uninterrupted)
 
 
+@pytest.mark.parametrize('crash_after', ['model.params', 'trainer.states', 'state.json'])
+def test_a_crash_while_rewriting_the_named_epoch_keeps_it(tmp_path, crash_after):
+    """--overwrite of a checkpoint at epoch 1 writes epoch 1 again, over the files
+    state.json names (as an elastic run's new rank 0 does after a rollback): a
+    crash there still leaves the old epoch 1 whole."""
+    ck = tmp_path / 'ck'
+    assert run_cli(*RUN, '--epochs', '1', '--checkpoint-dir', ck).returncode == 0
+    old = load_params(ck / 'model.params')
+    r = run_cli(*RUN, '--epochs', '1', '--seed', '1', '--checkpoint-dir', ck, '--overwrite',
+                extra_env={'DISTSOFTMAX_FAULT': f'crash_after={crash_after}@1'})
+    assert r.returncode != 0
+    e = run_cli('evaluate', '--checkpoint-dir', ck)
+    assert e.returncode == 0, e.stderr
+    state = json.load(open(ck / 'state.json'))
+    assert same(load_params(ck / state['files']['model.params']['path']), old)
+
+
 def test_sigterm_stops_fast_and_keeps_the_last_checkpoint(tmp_path, uninterrupted):
     ck = tmp_path / 'ck'
     p = subprocess.Popen([sys.executable, '-m', 'distsoftmax', *RUN, '--epochs', '3',

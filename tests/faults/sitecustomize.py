@@ -1,7 +1,8 @@
 """Faults injected from outside the product, for the tests: put this directory
 on PYTHONPATH and set DISTSOFTMAX_FAULT, e.g. 'sleep=0.02' (seconds added to
 every optimizer step), 'crash_after=model.params@2' (the process dies right
-after writing that checkpoint file of epoch 2) or 'fail_writing=model.params@2'
+after writing that checkpoint file of epoch 2: model.params, trainer.states or
+state.json) or 'fail_writing=model.params@2'
 (writing it fails as on a full disk). Each patch is applied when
 its module is first imported."""
 import importlib.abc
@@ -26,13 +27,20 @@ def _slow_steps(module, seconds):
 
 
 def _crash_after(module, name, epoch):
-    write_atomic = module.write_atomic
+    write_atomic, write_text = module.write_atomic, module.write_text
+
+    def maybe_crash(path):
+        if os.path.basename(path) == name and f'epoch-{epoch:04d}' in path:
+            os._exit(9)
 
     def write_then_maybe_crash(path, write, durable=False):
         write_atomic(path, write, durable)
-        if os.path.basename(path) == name and f'epoch-{epoch:04d}' in path:
-            os._exit(9)
-    module.write_atomic = write_then_maybe_crash
+        maybe_crash(path)
+
+    def write_text_then_maybe_crash(path, text, durable=False):
+        write_text(path, text, durable)
+        maybe_crash(path)
+    module.write_atomic, module.write_text = write_then_maybe_crash, write_text_then_maybe_crash
 
 
 def _fail_writing(module, name, epoch):
